@@ -1,0 +1,9 @@
+"""sparsecircuits: weight-sparse transformers and their task circuits."""
+__version__ = "0.1.0"
+
+
+def load_run(path, device: str = "cpu"):
+    """Open a run directory; see :func:`sparsecircuits.run.load_run`."""
+    from .run import load_run as _load_run
+
+    return _load_run(path, device=device)

@@ -1,0 +1,283 @@
+"""Typed configs, presets, TOML files and ``--set key=value`` overrides.
+
+A run is described by one ``RunConfig`` (model, train, data, seed). Presets are plain
+dicts of overrides applied to the defaults, so a preset, a TOML file and ``--set`` all go
+through the same validation, and an unknown key or a wrong type is an error naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+ACTIVATION_SITES = (
+    "attn_in",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_out",
+    "mlp_in",
+    "mlp_neuron",
+    "mlp_out",
+)
+
+
+@dataclass
+class ModelConfig:
+    """The transformer's shape and options (SPEC §1)."""
+
+    vocab_size: int = 2048
+    n_layer: int = 4
+    d_model: int = 128
+    n_head: int = 8
+    d_head: int = 16
+    d_mlp: int = 512
+    block_size: int = 128
+    pos_emb: bool = False  # learned positional embedding (the paper mostly ran without)
+    attn_sink: bool = True  # per-head learnable sink logit, zero key and value
+    bigram_table: bool = False  # dense (vocab x vocab) table added to the final logits
+    afrac: float = 0.25  # AbsTopK keeps this fraction of each site's width; 1.0 = off
+    afrac_sites: list[str] = field(default_factory=lambda: list(ACTIVATION_SITES))
+    bias: bool = False  # biases on the linear layers
+    final_logits_bias: bool = False
+    tied_unembed: bool = False
+    residual_activation: str = "identity"  # "identity" or "relu" (applied to block outputs)
+    norm_eps: float = 1e-5
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_mlp", "block_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.afrac <= 1.0:
+            raise UserError(f"model.afrac must be in (0, 1], got {self.afrac}")
+        bad = [s for s in self.afrac_sites if s not in ACTIVATION_SITES]
+        if bad:
+            raise UserError(f"model.afrac_sites: unknown site(s) {bad}; valid: {list(ACTIVATION_SITES)}")
+        if self.residual_activation not in ("identity", "relu"):
+            raise UserError("model.residual_activation must be 'identity' or 'relu'")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and weight-sparsity schedule (SPEC §2)."""
+
+    steps: int = 2000
+    batch_size: int = 32  # global batch (sequences per optimizer step)
+    grad_accum: int = 1  # micro-batches per step; batch_size must divide by it
+    lr: float = 3e-3
+    warmup_frac: float = 0.01
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 0.1
+    grad_clip_rms: float = 1.0  # clip the RMS of the whole gradient to this; 0 = off
+    density: float = 1.0 / 16  # target fraction of nonzero weights; 1.0 = dense baseline
+    anneal_frac: float = 0.5  # fraction of training over which L0 goes from dense to target
+    anneal_kind: str = "geometric"  # "linear" (paper) or "geometric"
+    min_per_row: int = 0  # j: never leave a neuron with fewer nonzeros than this
+    sparsify_embeddings: bool = True
+    sparsify_biases: bool = True
+    sharkfin: bool = True  # multiply lr by 1/sqrt(current density)
+    eval_every: int = 200
+    eval_batches: int = 20
+    log_every: int = 20
+    checkpoint_every: int = 500
+    device: str = "cpu"
+    dtype: str = "float32"  # "bfloat16" uses autocast on CUDA
+    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise UserError(f"train.steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            raise UserError("train.batch_size must be a positive multiple of train.grad_accum")
+        if not 0.0 < self.density <= 1.0:
+            raise UserError(f"train.density must be in (0, 1], got {self.density}")
+        if not 0.0 <= self.anneal_frac <= 1.0:
+            raise UserError(f"train.anneal_frac must be in [0, 1], got {self.anneal_frac}")
+        if self.anneal_kind not in ("linear", "geometric"):
+            raise UserError("train.anneal_kind must be 'linear' or 'geometric'")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise UserError("train.dtype must be 'float32' or 'bfloat16'")
+
+
+@dataclass
+class DataConfig:
+    """Where the token shards come from; empty ``data_dir`` means the stdlib default."""
+
+    data_dir: str = ""
+    vocab_size: int = 2048
+
+    def validate(self) -> None:
+        if self.vocab_size < 300:
+            raise UserError(f"data.vocab_size must be >= 300, got {self.vocab_size}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    preset: str = ""
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        self.train.validate()
+        self.data.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        cfg = cls()
+        apply_overrides(cfg, d, source="config")
+        return cfg.validate()
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        from .io import read_json
+
+        return cls.from_dict(read_json(path, what="config"))
+
+
+# Presets: overrides of the defaults above. Shapes and budgets chosen by measurement on a
+# 2-core CPU; see the README's "Presets" section.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu-tiny": {
+        "model": {"n_layer": 2, "d_model": 32, "n_head": 2, "d_head": 16, "d_mlp": 128, "block_size": 32},
+        "train": {"steps": 40, "batch_size": 8, "lr": 1e-2, "density": 0.25, "eval_every": 20,
+                  "eval_batches": 2, "log_every": 10, "checkpoint_every": 20},
+        "data": {"vocab_size": 512},
+    },
+    "cpu-small": {
+        "model": {"n_layer": 4, "d_model": 128, "n_head": 8, "d_head": 16, "d_mlp": 512, "block_size": 128},
+        "train": {"steps": 2400, "batch_size": 32, "lr": 1e-2, "density": 1.0 / 16, "eval_every": 200,
+                  "checkpoint_every": 400},
+    },
+    "paper-8L": {
+        "model": {"n_layer": 8, "d_model": 2048, "n_head": 128, "d_head": 16, "d_mlp": 8192, "block_size": 256},
+        "train": {"steps": 100_000, "batch_size": 256, "lr": 1.28e-2, "density": 1.0 / 1000,
+                  "anneal_frac": 0.8, "anneal_kind": "linear", "min_per_row": 4, "device": "cuda",
+                  "dtype": "bfloat16", "eval_every": 1000, "checkpoint_every": 2000},
+    },
+}
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Convert ``value`` to the type of ``current``, or raise a UserError naming ``key``."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"{key}: expected true/false, got {value!r}")
+    if isinstance(current, int):
+        if isinstance(value, bool):
+            raise UserError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise UserError(f"{key}: expected an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                if "/" in value:
+                    num, den = value.split("/", 1)
+                    return float(num) / float(den)
+                return float(value)
+            except (ValueError, ZeroDivisionError):
+                pass
+        raise UserError(f"{key}: expected a number, got {value!r}")
+    if isinstance(current, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{key}: expected a list of strings, got {value!r}")
+        return list(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise UserError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise UserError(f"{key}: cannot set a value of type {type(current).__name__}")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Recursively set dataclass fields from a nested dict; unknown keys are errors."""
+    known = {f.name: f for f in fields(cfg)}
+    for key, value in overrides.items():
+        full = f"{prefix}{key}"
+        if key not in known:
+            raise UserError(f"{source}: unknown key '{full}' (valid: {', '.join(sorted(known))})")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: '{full}' must be a table of settings")
+            apply_overrides(current, value, source, prefix=f"{full}.")
+        else:
+            setattr(cfg, key, _coerce(value, current, f"{source}: '{full}'"))
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.steps=10", "model.d_model=64"]`` into a nested dict of strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise UserError(f"--set: malformed key {key!r}")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set: conflicting keys at {key!r}")
+        node[parts[-1]] = value.strip()
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def build_config(preset: str | None = None, config_file: str | Path | None = None,
+                 sets: list[str] | None = None) -> RunConfig:
+    """Defaults, then the preset, then a TOML file, then ``--set`` overrides."""
+    cfg = RunConfig()
+    if preset:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset '{preset}' (valid: {', '.join(PRESETS)})")
+        apply_overrides(cfg, json.loads(json.dumps(PRESETS[preset])), source=f"preset {preset}")
+        cfg.preset = preset
+    if config_file:
+        apply_overrides(cfg, load_toml(config_file), source=str(config_file))
+    if sets:
+        apply_overrides(cfg, parse_set(sets), source="--set")
+    return cfg.validate()

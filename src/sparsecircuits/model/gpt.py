@@ -1,0 +1,237 @@
+"""A GPT-2-style decoder for weight-sparse training (SPEC §1), readable top to bottom.
+
+Differences from GPT-2, each chosen so that circuits are easier to read:
+- RMSNorm without bias, so zero means "off" in the residual stream;
+- untied embedding and unembedding, no positional embedding by default;
+- an optional attention sink (a per-head learnable logit for an extra key slot whose key
+  and value are zero), which lets a head attend to "nothing";
+- an optional dense bigram table added to the logits, which frees sparse weights from
+  memorising bigrams;
+- AbsTopK activation sparsity at up to eight sites (keep the k largest-magnitude entries
+  per token, zero the rest).
+
+Every interesting activation passes through a named ``HookPoint`` (TransformerLens names),
+so ``run_with_cache`` and ``run_with_hooks`` can read and edit it; the pruning code masks
+nodes through the same hooks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .hooks import HookedMixin, HookPoint
+
+
+def abstopk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest-magnitude entries along the last dim, zero the rest."""
+    if k >= x.shape[-1]:
+        return x
+    idx = x.abs().topk(k, dim=-1, sorted=False).indices  # (..., k)
+    mask = torch.zeros_like(x).scatter_(-1, idx, 1.0)
+    return x * mask
+
+
+def topk_width(afrac: float, width: int) -> int:
+    """Entries kept by AbsTopK at a site of this width; at least one."""
+    return max(1, int(afrac * width))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class SiteSparsity(nn.Module):
+    """AbsTopK at one named site, or the identity when the site is switched off."""
+
+    def __init__(self, cfg: ModelConfig, site: str, width: int) -> None:
+        super().__init__()
+        on = site in cfg.afrac_sites and cfg.afrac < 1.0
+        self.k = topk_width(cfg.afrac, width) if on else width
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return abstopk(x, self.k)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        inner = cfg.n_head * cfg.d_head
+        self.c_attn = nn.Linear(cfg.d_model, 3 * inner, bias=cfg.bias)  # packs q, k, v
+        self.c_proj = nn.Linear(inner, cfg.d_model, bias=cfg.bias)
+        self.sink_logit = nn.Parameter(torch.zeros(cfg.n_head)) if cfg.attn_sink else None
+        self.sparse_q = SiteSparsity(cfg, "attn_q", inner)
+        self.sparse_k = SiteSparsity(cfg, "attn_k", inner)
+        self.sparse_v = SiteSparsity(cfg, "attn_v", inner)
+        self.hook_q = HookPoint()  # (B, T, H, Dh)
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_pattern = HookPoint()  # (B, H, T, T), the sink's share left out
+        self.hook_z = HookPoint()  # (B, T, H, Dh)
+        causal = torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool).tril()
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, Dh = self.n_head, self.d_head
+        q, k, v = self.c_attn(x).split(H * Dh, dim=-1)  # each (B, T, H*Dh)
+        # AbsTopK acts on all heads' channels together, per token, before the head split.
+        q = self.hook_q(self.sparse_q(q).view(B, T, H, Dh))
+        k = self.hook_k(self.sparse_k(k).view(B, T, H, Dh))
+        v = self.hook_v(self.sparse_v(v).view(B, T, H, Dh))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))  # (B, H, T, T)
+        scores = scores.masked_fill(~self.causal[:T, :T], float("-inf"))
+        if self.sink_logit is not None:
+            sink = self.sink_logit.view(1, H, 1, 1).expand(B, H, T, 1).to(scores.dtype)
+            pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]
+        else:
+            pattern = torch.softmax(scores, dim=-1)
+        pattern = self.hook_pattern(pattern)  # (B, H, T, T)
+        z = self.hook_z((pattern @ v).transpose(1, 2))  # (B, T, H, Dh); the sink's value is 0
+        return self.c_proj(z.reshape(B, T, H * Dh))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.bias)
+        self.sparse_neuron = SiteSparsity(cfg, "mlp_neuron", cfg.d_mlp)
+        self.hook_post = HookPoint()  # (B, T, d_mlp), after GELU and AbsTopK
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        post = self.hook_post(self.sparse_neuron(F.gelu(self.c_fc(x))))
+        return self.c_proj(post)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        D = cfg.d_model
+        self.ln_1 = RMSNorm(D, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ln_2 = RMSNorm(D, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.sparse_attn_in = SiteSparsity(cfg, "attn_in", D)
+        self.sparse_attn_out = SiteSparsity(cfg, "attn_out", D)
+        self.sparse_mlp_in = SiteSparsity(cfg, "mlp_in", D)
+        self.sparse_mlp_out = SiteSparsity(cfg, "mlp_out", D)
+        self.residual_relu = cfg.residual_activation == "relu"
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_in = HookPoint()  # residual reads of the attention, (B, T, D)
+        self.hook_attn_out = HookPoint()  # residual writes of the attention, (B, T, D)
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_in = HookPoint()  # residual reads of the MLP
+        self.hook_mlp_out = HookPoint()  # residual writes of the MLP
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)  # (B, T, D)
+        h = self.hook_attn_in(self.sparse_attn_in(self.ln_1(x)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.sparse_attn_out(self.attn(h))))
+        h = self.hook_mlp_in(self.sparse_mlp_in(self.ln_2(x)))
+        x = x + self.hook_mlp_out(self.sparse_mlp_out(self.mlp(h)))
+        if self.residual_relu:
+            x = F.relu(x)
+        return self.hook_resid_post(x)
+
+
+class FinalNorm(nn.Module):
+    """The last RMSNorm, with its TransformerLens hook name ``ln_final.hook_normalized``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_normalized(self.norm(x))
+
+
+class GPT(HookedMixin, nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.pos_emb else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_final = FinalNorm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tied_unembed:
+            self.lm_head.weight = self.wte.weight
+        self.final_logits_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.final_logits_bias else None
+        self.bigram_table = nn.Parameter(torch.zeros(cfg.vocab_size, cfg.vocab_size)) if cfg.bigram_table else None
+        self.hook_embed = HookPoint()  # (B, T, D), token (+ position) embedding
+        self.reset_parameters()
+        self.setup_hooks()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, 0.02), output projections N(0, 0.02 / sqrt(2 * n_layer))."""
+        proj_std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, proj_std)
+            elif p.dim() >= 2 and name != "bigram_table":
+                nn.init.normal_(p, 0.0, 0.02)
+            elif name.endswith(".bias") or name in ("final_logits_bias", "bigram_table"):
+                nn.init.zeros_(p)
+            # norm gains stay 1, sink logits stay 0
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) long -> logits (B, T, V)."""
+        B, T = tokens.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
+        x = self.wte(tokens)  # (B, T, D)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=tokens.device))
+        x = self.hook_embed(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_final(x))  # (B, T, V)
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias
+        if self.bigram_table is not None:
+            logits = logits + self.bigram_table[tokens]
+        return logits
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6 x parameters in matmuls plus attention (PaLM's count)."""
+        T = seq_len or self.cfg.block_size
+        matmul_params = sum(p.numel() for n, p in self.named_parameters()
+                            if p.dim() == 2 and n not in ("wte.weight", "wpe.weight", "bigram_table"))
+        attn = 6 * self.cfg.n_layer * self.cfg.n_head * self.cfg.d_head * T  # QK^T and PV, fwd+bwd
+        return 6 * matmul_params + attn
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        for _ in range(max_new_tokens):
+            ctx = tokens[:, -self.cfg.block_size:]
+            logits = self(ctx)[:, -1, :]  # (B, V)
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k:
+                    kth = logits.topk(min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+            tokens = torch.cat([tokens, nxt], dim=1)
+        return tokens
