@@ -32,12 +32,12 @@ class Run:
 
 def load_weights(model: GPT, path: Path) -> None:
     """Load ``model.safetensors`` strictly; a damaged file is a one-line UserError."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         sd = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"weights file {path} is unreadable: {exc}") from None
     if model.cfg.tied_unembed and "lm_head.weight" not in sd and "wte.weight" in sd:
         sd["lm_head.weight"] = sd["wte.weight"]

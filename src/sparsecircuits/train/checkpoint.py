@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
@@ -117,7 +117,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise UserError(f"checkpoint {path} is corrupt or truncated: checksum mismatch")
     try:
         tensors = load_file(str(tensor_file))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"checkpoint {path} is corrupt: {exc}") from None
     return tensors, meta
 

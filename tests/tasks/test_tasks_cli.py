@@ -1,0 +1,155 @@
+"""`sparsecircuits tasks list|show|eval`."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from sparsecircuits.cli import main
+from sparsecircuits.tasks import TASKS
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_data_dir):
+    """A real (untrained) run directory: config, tokenizer and weights of a tiny GPT."""
+    from safetensors.torch import save_file
+
+    from sparsecircuits.config import ModelConfig, RunConfig
+    from sparsecircuits.data.tokenizer import load_tokenizer
+    from sparsecircuits.model.gpt import GPT
+
+    out = tmp_path_factory.mktemp("tasks_run")
+    tok = load_tokenizer(tiny_data_dir / "tokenizer.json")
+    cfg = RunConfig(model=ModelConfig(vocab_size=tok.get_vocab_size(), n_layer=1, d_model=32, n_head=2,
+                                      d_head=16, d_mlp=64, block_size=128))
+    cfg.save(out / "config.json")
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    shutil.copy(tiny_data_dir / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sparsecircuits: error:")
+    assert "Traceback" not in err
+    return err
+
+
+def test_list(capsys):
+    assert main(["tasks", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 20
+    assert [ln.split()[0] for ln in lines] == list(TASKS)
+    assert main(["tasks", "list", "--controls"]) == 0
+    assert "nonsense_name_when" in capsys.readouterr().out
+
+
+def test_show(capsys, tiny_data_dir):
+    assert main(["tasks", "show", "var_swap", "--n", "3", "--seed", "1", "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- pair") == 6 and "correct ' " in out
+    assert "3 pairs of var_swap (train split, seed 1)" in out
+    assert main(["tasks", "show", "for_while", "--n", "2", "--tokenizer", str(tiny_data_dir)]) == 0
+    assert "tokens]" in capsys.readouterr().out
+
+
+def test_show_is_deterministic(capsys):
+    main(["tasks", "show", "bracket_counting", "--n", "4"])
+    first = capsys.readouterr().out
+    main(["tasks", "show", "bracket_counting", "--n", "4"])
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tasks", "show", "no_such_task"],
+        ["tasks", "show", "for_while", "--n", "0"],
+        ["tasks", "show", "for_while", "--tokenizer", "/nonexistent/tokenizer.json"],
+        ["tasks"],
+    ],
+)
+def test_show_bad_input_exit_2(capsys, argv):
+    assert main(argv) == 2
+    _one_error_line(capsys)
+
+
+def test_eval_table_and_json(capsys, run_dir):
+    assert main(["tasks", "eval", str(run_dir), "--tasks", "for_while,bracket_counting", "--n", "10"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].split() == ["task", "accuracy", "loss", "n"]
+    assert [ln.split()[0] for ln in out[1:3]] == ["for_while", "bracket_counting"]
+    assert all(ln.split()[3] == "20" for ln in out[1:3])
+    assert "2 tasks" in out[-1] and "mean accuracy" in out[-1]
+
+    assert main(["tasks", "eval", str(run_dir), "--tasks", "for_while,bracket_counting", "--n", "10",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["task"] for r in data["results"]] == ["for_while", "bracket_counting"]
+    for r in data["results"]:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["loss"] > 0 and r["n"] == 20
+    assert data["summary"]["tasks"] == 2
+
+
+def test_eval_matches_library_call(capsys, run_dir):
+    from sparsecircuits import load_run
+    from sparsecircuits.tasks import encode_examples, evaluate_task
+
+    assert main(["tasks", "eval", str(run_dir), "--tasks", "var_if", "--n", "8", "--seed", "3", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["results"][0]
+    run = load_run(run_dir)
+    exs = TASKS["var_if"].examples(8, seed=3, split="test")
+    ref = evaluate_task(run.model, encode_examples(run.tokenizer, exs))
+    assert got["loss"] == pytest.approx(ref["loss"]) and got["accuracy"] == ref["accuracy"]
+
+
+def test_eval_all_tasks_and_controls(capsys, run_dir):
+    assert main(["tasks", "eval", str(run_dir), "--n", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["task"] for r in data["results"]] == list(TASKS)
+    assert main(["tasks", "eval", str(run_dir), "--tasks", "nonsense_name_when", "--n", "2"]) == 0
+
+
+def test_eval_tasks_file(capsys, run_dir, tmp_path):
+    f = tmp_path / "mine.jsonl"
+    f.write_text('{"prompt": "for item", "correct": " in", "incorrect": ":"}\n\n'
+                 '{"prompt": "while item", "correct": ":", "incorrect": " in"}\n')
+    assert main(["tasks", "eval", str(run_dir), "--tasks-file", str(f), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(r["task"], r["n"]) for r in data["results"]] == [("mine", 2)]
+    assert main(["tasks", "eval", str(run_dir), "--tasks", "for_while", "--tasks-file", str(f),
+                 "--n", "3", "--json"]) == 0
+    assert [r["task"] for r in json.loads(capsys.readouterr().out)["results"]] == ["for_while", "mine"]
+
+
+def test_eval_bad_inputs_exit_2(capsys, run_dir, tmp_path):
+    assert main(["tasks", "eval", str(run_dir), "--tasks", "for_while,nope"]) == 2
+    assert "nope" in _one_error_line(capsys)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "for item", "correct": " in", "incorrect": ":"}\n{"prompt": "x"}\n')
+    assert main(["tasks", "eval", str(run_dir), "--tasks-file", str(bad)]) == 2
+    assert ":2:" in _one_error_line(capsys)
+
+    multi = tmp_path / "multi.jsonl"
+    multi.write_text('{"prompt": "for item", "correct": " in the garden", "incorrect": ":"}\n')
+    assert main(["tasks", "eval", str(run_dir), "--tasks-file", str(multi)]) == 2
+    err = _one_error_line(capsys)
+    assert "multi" in err and repr(" in the garden") in err
+
+    assert main(["tasks", "eval", str(tmp_path / "no_run")]) == 2
+    _one_error_line(capsys)
+
+    assert main(["tasks", "eval", str(run_dir), "--n", "0"]) == 2
+    _one_error_line(capsys)
+
+
+def test_eval_prompt_longer_than_context(capsys, run_dir, tmp_path):
+    f = tmp_path / "long.jsonl"
+    f.write_text(json.dumps({"prompt": "x = 1\n" * 100 + "for item", "correct": " in", "incorrect": ":"}) + "\n")
+    assert main(["tasks", "eval", str(run_dir), "--tasks-file", str(f)]) == 2
+    assert "context" in _one_error_line(capsys)
