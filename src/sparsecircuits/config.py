@@ -26,6 +26,9 @@ ACTIVATION_SITES = (
     "mlp_out",
 )
 
+RESIDUAL_ACTIVATIONS = ("identity", "relu", "relu_sublayer")
+MLP_ACTIVATIONS = ("gelu", "relu")
+
 
 @dataclass
 class ModelConfig:
@@ -46,8 +49,11 @@ class ModelConfig:
     bias: bool = False  # biases on the linear layers
     final_logits_bias: bool = False
     tied_unembed: bool = False
-    residual_activation: str = "identity"  # "identity" or "relu" (applied to block outputs)
+    # "identity"; "relu" (applied to each block's output); or "relu_sublayer" (applied after
+    # the attention and after the MLP residual add, as in OpenAI's released checkpoints)
+    residual_activation: str = "identity"
     norm_eps: float = 1e-5
+    mlp_activation: str = "gelu"  # "gelu" (exact, erf form) or "relu"
 
     def validate(self) -> None:
         for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_mlp", "block_size"):
@@ -58,8 +64,12 @@ class ModelConfig:
         bad = [s for s in self.afrac_sites if s not in ACTIVATION_SITES]
         if bad:
             raise UserError(f"model.afrac_sites: unknown site(s) {bad}; valid: {list(ACTIVATION_SITES)}")
-        if self.residual_activation not in ("identity", "relu"):
-            raise UserError("model.residual_activation must be 'identity' or 'relu'")
+        if self.residual_activation not in RESIDUAL_ACTIVATIONS:
+            raise UserError(f"model.residual_activation must be one of {list(RESIDUAL_ACTIVATIONS)}, "
+                            f"got {self.residual_activation!r}")
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise UserError(f"model.mlp_activation must be one of {list(MLP_ACTIVATIONS)}, "
+                            f"got {self.mlp_activation!r}")
 
 
 @dataclass
@@ -157,7 +167,8 @@ class RunConfig:
 # 2-core CPU; see the README's "Presets" section.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-tiny": {
-        "model": {"n_layer": 2, "d_model": 32, "n_head": 2, "d_head": 16, "d_mlp": 128, "block_size": 32},
+        # block_size 96: the longest task prompt under the 512-token test tokenizer is 72 tokens
+        "model": {"n_layer": 2, "d_model": 32, "n_head": 2, "d_head": 16, "d_mlp": 128, "block_size": 96},
         "train": {"steps": 40, "batch_size": 8, "lr": 1e-2, "density": 0.25, "eval_every": 20,
                   "eval_batches": 2, "log_every": 10, "checkpoint_every": 20},
         "data": {"vocab_size": 512},

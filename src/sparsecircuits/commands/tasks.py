@@ -104,7 +104,8 @@ def _selected_tasks(args: argparse.Namespace) -> list:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..tasks import encode_examples, evaluate_task, load_jsonl_examples
+    from ..tasks import load_jsonl_examples
+    from ..tasks.evaluation import evaluate_suite
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
@@ -117,14 +118,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .. import load_run
 
     run = load_run(args.run_dir, device=args.device)
-    block = getattr(getattr(run.model, "cfg", None), "block_size", None)
-    suites = [(t.name, t.examples(args.n, seed=args.seed, split="test")) for t in tasks] + files
-    batches = [(name, encode_examples(run.tokenizer, exs, task_name=name, max_len=block)) for name, exs in suites]
-
-    results = []
-    for name, batch in batches:
-        r = evaluate_task(run.model, batch, batch_size=args.batch_size)
-        results.append({"task": name, **r})
+    results = evaluate_suite(run, [t.name for t in tasks], n=args.n, seed=args.seed, extra=files,
+                             batch_size=args.batch_size)
 
     mean_acc = sum(r["accuracy"] for r in results) / len(results)
     mean_loss = sum(r["loss"] for r in results) / len(results)

@@ -109,10 +109,11 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.bias)
         self.sparse_neuron = SiteSparsity(cfg, "mlp_neuron", cfg.d_mlp)
+        self.act = F.relu if cfg.mlp_activation == "relu" else F.gelu
         self.hook_post = HookPoint()  # (B, T, d_mlp), after GELU and AbsTopK
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        post = self.hook_post(self.sparse_neuron(F.gelu(self.c_fc(x))))
+        post = self.hook_post(self.sparse_neuron(self.act(self.c_fc(x))))
         return self.c_proj(post)
 
 
@@ -128,7 +129,9 @@ class Block(nn.Module):
         self.sparse_attn_out = SiteSparsity(cfg, "attn_out", D)
         self.sparse_mlp_in = SiteSparsity(cfg, "mlp_in", D)
         self.sparse_mlp_out = SiteSparsity(cfg, "mlp_out", D)
-        self.residual_relu = cfg.residual_activation == "relu"
+        # "relu": after the whole block; "relu_sublayer": after each residual add (OpenAI's)
+        self.residual_relu = cfg.residual_activation in ("relu", "relu_sublayer")
+        self.residual_relu_mid = cfg.residual_activation == "relu_sublayer"
         self.hook_resid_pre = HookPoint()
         self.hook_attn_in = HookPoint()  # residual reads of the attention, (B, T, D)
         self.hook_attn_out = HookPoint()  # residual writes of the attention, (B, T, D)
@@ -140,7 +143,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.hook_resid_pre(x)  # (B, T, D)
         h = self.hook_attn_in(self.sparse_attn_in(self.ln_1(x)))
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.sparse_attn_out(self.attn(h))))
+        x = x + self.hook_attn_out(self.sparse_attn_out(self.attn(h)))
+        if self.residual_relu_mid:
+            x = F.relu(x)
+        x = self.hook_resid_mid(x)
         h = self.hook_mlp_in(self.sparse_mlp_in(self.ln_2(x)))
         x = x + self.hook_mlp_out(self.sparse_mlp_out(self.mlp(h)))
         if self.residual_relu:
