@@ -1,0 +1,113 @@
+"""`sparsecircuits demo`: the whole method in one command, reusing whatever is already built.
+
+data (the stdlib) -> train cpu-small -> score the 20 tasks -> prune single_double_quote,
+bracket_counting and up to three more learned tasks -> node details -> HTML report.
+Each stage is skipped when its output already exists, so a second run is fast and an
+interrupted run picks up where it stopped (training resumes from its last checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+ALWAYS = ("single_double_quote", "bracket_counting")
+LEARNED = 0.80
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="data -> train -> prune -> report, reusing what exists")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
+    p.add_argument("--preset", default="cpu-small")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
+    p.add_argument("--extra-tasks", type=int, default=3, help="learned tasks to prune besides the two fixed ones")
+    p.add_argument("--n", type=int, default=200, help="test items per task for scoring")
+    p.set_defaults(func=run)
+
+
+def _stage(i: int, n: int, text: str) -> None:
+    print(f"[{i}/{n}] {text}", flush=True)
+
+
+def choose_tasks(scores: list[dict], extra: int) -> list[str]:
+    """The two tasks the paper studies, then the best-learned others (accuracy >= 80%)."""
+    others = [s for s in scores if s["task"] not in ALWAYS and s["accuracy"] >= LEARNED]
+    others.sort(key=lambda s: (-s["accuracy"], s["loss"]))
+    return list(ALWAYS) + [s["task"] for s in others[:extra]]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import build_config
+    from ..io import atomic_write_json
+    from ..run import load_run
+    from ..train.checkpoint import list_checkpoints
+    from ..train.trainer import train
+
+    t0 = time.perf_counter()
+    out: Path = args.out
+    n = 6
+    _stage(1, n, "data: the Python standard library as corpus (built once, then cached)")
+    from ..data.build import ensure_default_data
+
+    cfg = build_config(args.preset, sets=args.set)
+    cfg.data.data_dir = str(ensure_default_data(vocab_size=cfg.data.vocab_size))
+
+    if (out / "model.safetensors").is_file():
+        _stage(2, n, f"train: {out}/model.safetensors exists, reusing it")
+    elif list_checkpoints(out / "checkpoints"):
+        _stage(2, n, f"train: resuming {out} from its last checkpoint")
+        from ..config import RunConfig
+
+        train(RunConfig.load(out / "config.json"), out, resume=True)
+    else:
+        _stage(2, n, f"train: {args.preset} -> {out}")
+        train(cfg, out)
+
+    run_ = load_run(out)
+    _stage(3, n, "tasks: scoring the full model on the 20 tasks")
+    from ..tasks.evaluation import evaluate_suite
+
+    scores = evaluate_suite(run_, n=args.n)
+    atomic_write_json(out / "tasks.json", {"split": "test", "n": args.n,
+                                           "tasks": {s["task"]: s for s in scores}})
+    for s in scores:
+        mark = "learned" if s["accuracy"] >= LEARNED else ""
+        print(f"    {s['task']:<28} accuracy {s['accuracy']:.3f}  loss {s['loss']:.4f}  {mark}")
+
+    chosen = choose_tasks(scores, args.extra_tasks)
+    _stage(4, n, f"prune: {', '.join(chosen)}")
+    from ..circuits import Circuit, prune
+
+    acc = {s["task"]: s["accuracy"] for s in scores}
+    for task in chosen:
+        path = out / "circuits" / task / "circuit.json"
+        if path.is_file():
+            print(f"    {task}: circuit.json exists, reusing it")
+            continue
+        force = acc[task] < LEARNED
+        if force:
+            print(f"    {task}: the model is only {acc[task]:.0%} accurate; pruning anyway, marked forced")
+        circuit = prune(run_, task, force=force)
+        circuit.save(path)
+        m = circuit.metrics
+        print(f"    {task}: {m['n_nodes']} nodes, {m['n_edges']} edges, circuit loss {m['circuit_loss']:.3f} "
+              f"(target {m['target_loss']})")
+
+    _stage(5, n, "details: top-activating snippets, class activations, ablation effects")
+    from ..analysis.node_details import attach_details
+
+    for task in chosen:
+        data = json.loads((out / "circuits" / task / "circuit.json").read_text())
+        if data.get("details"):
+            continue
+        attach_details(run_, task)
+
+    _stage(6, n, "report")
+    from ..report.html import write_report
+
+    index = write_report(out)
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s; open the report: {index.resolve()}")
+    return 0
