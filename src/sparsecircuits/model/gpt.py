@@ -30,7 +30,12 @@ def abstopk(x: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the ``k`` largest-magnitude entries along the last dim, zero the rest."""
     if k >= x.shape[-1]:
         return x
-    idx = x.abs().topk(k, dim=-1, sorted=False).indices  # (..., k)
+    mag = x.abs()
+    if mag.dtype == torch.float32 and mag.device.type == "cpu":
+        # Non-negative IEEE floats order like their bit patterns; integer top-k is ~20%
+        # faster on CPU, where AbsTopK is a quarter of a small model's training step.
+        mag = mag.view(torch.int32)
+    idx = mag.topk(k, dim=-1, sorted=False).indices  # (..., k)
     mask = torch.zeros_like(x).scatter_(-1, idx, 1.0)
     return x * mask
 
