@@ -1,0 +1,220 @@
+"""The HTML report: what it lists, what it draws, and that hostile text stays text."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+from report_fixtures import HOSTILE_CONFIG, IMG_TOKEN, SCRIPT_TOKEN, quote_circuit
+
+from sparsecircuits.cli import main
+from sparsecircuits.errors import UserError
+from sparsecircuits.report import html as report_html
+from sparsecircuits.report.html import json_for_script, write_report
+
+DATA_RE = re.compile(r'<script type="application/json" id="circuit-data">(.*?)</script>', re.S)
+
+
+def _pages(run_dir: Path) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted((run_dir / "report").glob("*.html"))}
+
+
+def _embedded(page: str) -> dict:
+    m = DATA_RE.search(page)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
+def test_writes_index_and_one_page_per_circuit(run_dir):
+    index = write_report(run_dir)
+    assert index == run_dir / "report" / "index.html"
+    pages = _pages(run_dir)
+    assert set(pages) == {"index.html", "circuit-single_double_quote.html", "circuit-bracket_counting.html"}
+    text = pages["index.html"]
+    assert 'href="circuit-single_double_quote.html"' in text
+    assert 'href="circuit-bracket_counting.html"' in text
+    assert ">with_as<" in text  # a task with a full-model eval but no circuit still has a row
+    assert not list((run_dir / "report").glob(".*"))  # no temp files left behind
+
+
+def test_index_has_loss_curve_with_train_and_val(run_dir):
+    text = write_report(run_dir).read_text()
+    m = re.search(r'<svg class="chart loss-curve".*?</svg>', text, re.S)
+    assert m, "no loss-curve svg"
+    paths = re.findall(r'<path class="series" d="M[^"]+"', m.group(0))
+    assert len(paths) == 2  # train and val
+    assert "nonzero-curve" in text
+    assert "skipped 1 unreadable line" in text  # the malformed metrics line is reported
+
+
+def test_task_table_numbers_and_flags(run_dir):
+    text = write_report(run_dir).read_text()
+    row = re.search(r"<tr><td><a href=\"circuit-bracket_counting.html\">.*?</tr>", text).group(0)
+    assert ">forced<" in row and "81.0%" in row and ">4<" in row
+    row = re.search(r"<tr><td><a href=\"circuit-single_double_quote.html\">.*?</tr>", text).group(0)
+    assert "1 flag" in row and ">25<" in row and "0.142" in row
+    assert "<b>10.0</b> edges" in text  # geometric mean of 25 and 4
+
+
+def test_hostile_strings_never_reach_html_as_markup(run_dir):
+    write_report(run_dir)
+    for name, page in _pages(run_dir).items():
+        assert "<img" not in page, name
+        assert "<script>alert" not in page and "<script>window" not in page, name
+        assert "<b>bold" not in page, name
+    index = _pages(run_dir)["index.html"]
+    assert "<script" not in index  # the index needs no script at all
+    assert html.escape(HOSTILE_CONFIG) in index  # ... but shows the config value as text
+    circuit = _pages(run_dir)["circuit-single_double_quote.html"]
+    assert circuit.count("<script") == 2  # the data block and our own script
+    assert "&lt;b&gt;bold&lt;/b&gt;" in circuit
+
+
+def test_embedded_json_round_trips_hostile_tokens(run_dir):
+    write_report(run_dir)
+    page = _pages(run_dir)["circuit-single_double_quote.html"]
+    block = DATA_RE.search(page).group(1)
+    assert "<" not in block and ">" not in block and "&" not in block
+    data = _embedded(page)
+    tokens = {n["token"] for n in data["nodes"] if n["token"] is not None}
+    assert {SCRIPT_TOKEN, IMG_TOKEN} <= tokens
+    node = next(n for n in data["nodes"] if n["id"] == "hook_embed:900")
+    assert len(node["details"]["snippets"]) == 4
+    assert len(data["nodes"]) == 20 and len(data["links"]) == 25
+
+
+def test_json_for_script_escapes_everything_that_could_end_the_block():
+    text = json_for_script({"t": "</script><!--\u2028\u2029&", "n": float("nan"), "i": [float("inf")]})
+    assert "</" not in text and "<!--" not in text and "&" not in text
+    assert "\u2028" not in text and "\u2029" not in text
+    assert json.loads(text) == {"t": "</script><!--\u2028\u2029&", "n": None, "i": [None]}
+
+
+def test_hostile_task_directory_name(run_dir):
+    evil = run_dir / "circuits" / '"><img src=x onerror=alert(1)>'
+    evil.mkdir()
+    c = quote_circuit()
+    c["task"] = "<script>alert(1)</script>"
+    (evil / "circuit.json").write_text(json.dumps(c))
+    write_report(run_dir)
+    pages = _pages(run_dir)
+    assert all(re.fullmatch(r"(index|circuit-[A-Za-z0-9_.-]+)\.html", n) for n in pages)
+    assert len(pages) == 4
+    for page in pages.values():
+        assert "<img" not in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages["index.html"]
+
+
+def test_graph_has_every_node_and_edge_in_flow_order(run_dir):
+    write_report(run_dir)
+    page = _pages(run_dir)["circuit-single_double_quote.html"]
+    nodes = re.findall(r'<g class="node site-(\w+)[^"]*" data-i="(\d+)".*?transform="translate\(([\d.]+) ([\d.]+)\)"', page)
+    assert len(nodes) == 20
+    assert len(re.findall(r'<path class="edge (?:pos|neg)"', page)) == 25
+    assert len(re.findall(r'<path class="edge neg"', page)) == 7
+    x = {}
+    for site, i, px, _ in nodes:
+        x.setdefault(site, []).append(float(px))
+    flow = ["embed", "mlp_in", "neuron", "mlp_out", "attn_in", "q", "attn_out", "logit"]
+    assert [min(x[s]) for s in flow] == sorted(min(x[s]) for s in flow)
+    assert min(x["q"]) == min(x["k"]) == min(x["v"])  # q, k and v share the heads column
+    assert page.count('class="head-group"') == 2  # heads 3 and 5
+    # Hover text carries the node's numbers.
+    assert "blocks.1.attn.hook_k:53\nlayer 1 \u00b7 key channel \u00b7 head 3 \u00b7 #53" in page
+
+
+def test_long_edges_route_around_nodes(run_dir):
+    """An edge skipping columns bends through waypoints instead of one straight curve."""
+    write_report(run_dir)
+    page = _pages(run_dir)["circuit-single_double_quote.html"]
+    # embed "(\"" (item 0) -> blocks.1 attn_in #9 (item 10) skips the three layer-0 columns.
+    d = re.search(r'<path class="edge pos" data-l="3" data-s="0" data-t="10" d="([^"]+)"', page).group(1)
+    assert d.count("C") >= 4 and d.count("L") == 3
+
+
+def test_report_card_and_size_plot(run_dir):
+    write_report(run_dir)
+    page = _pages(run_dir)["circuit-single_double_quote.html"]
+    assert "Faithfulness report card" in page
+    assert re.search(r"<code>nonsense_ratio</code>.*?badge flag", page, re.S)
+    assert re.search(r"<code>necessity</code>.*?badge pass", page, re.S)
+    svg = re.search(r'<svg class="chart size-vs-target".*?</svg>', page, re.S).group(0)
+    assert svg.count('class="marker"') == 10  # five targets, edges and nodes
+    bracket = _pages(run_dir)["circuit-bracket_counting.html"]
+    assert "Faithfulness report card" not in bracket and "size-vs-target" not in bracket
+    assert bracket.count('<g class="node ') == 7
+
+
+def test_csp_allows_exactly_the_inline_script(run_dir):
+    write_report(run_dir)
+    page = _pages(run_dir)["circuit-single_double_quote.html"]
+    script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert f"script-src &#x27;sha256-{digest}&#x27;" in csp
+    assert "unsafe-eval" not in csp and "script-src 'unsafe-inline'" not in csp
+
+
+def test_script_never_parses_data_as_html():
+    js = (Path(report_html.__file__).parent / "static" / "report.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in js, sink
+    assert "</script" not in js.lower()
+
+
+def test_broken_inputs_are_reported_not_fatal(run_dir):
+    write_report(run_dir)
+    (run_dir / "circuits" / "bracket_counting" / "circuit.json").write_text("{ not json")
+    c = quote_circuit()
+    c["metrics"]["circuit_loss"] = float("nan")
+    c["links"].append({"source": "nope:1", "target": c["nodes"][0]["id"], "weight": 1.0})
+    c["details"]["hook_embed:7"]["snippets"][0]["acts"] = ["x", None]  # junk values
+    (run_dir / "circuits" / "single_double_quote" / "circuit.json").write_text(json.dumps(c))
+    write_report(run_dir)
+    pages = _pages(run_dir)
+    assert set(pages) == {"index.html", "circuit-single_double_quote.html"}  # stale page removed
+    assert "circuits/bracket_counting/circuit.json" in pages["index.html"]
+    assert "unreadable" in pages["index.html"]
+    page = pages["circuit-single_double_quote.html"]
+    assert "1 link(s) with unknown endpoints were skipped" in page
+    data = _embedded(page)
+    snip = next(n for n in data["nodes"] if n["id"] == "hook_embed:7")["details"]["snippets"][0]
+    assert len(snip["acts"]) == len(snip["tokens"]) and all(isinstance(a, float) for a in snip["acts"])
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        write_report(tmp_path)
+    with pytest.raises(UserError, match="not a run directory"):
+        write_report(tmp_path / "missing")
+
+
+def test_cli_report(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == str(run_dir / "report" / "index.html")
+    assert "skipped 1 unreadable line" in out.err
+
+
+def test_cli_report_not_a_run_dir(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no config.json" in err and "Traceback" not in err
+
+
+def test_normalize_fills_layer_and_head_when_missing():
+    data = {"model": {"d_head": 16},
+            "nodes": [{"id": "blocks.2.attn.hook_q:37", "site": "q"}, {"id": "blocks.2.attn.hook_q:37", "site": "q"},
+                      {"id": "unembed:5", "site": "logit", "token": " is"}],
+            "links": [{"source": "blocks.2.attn.hook_q:37", "target": "unembed:5", "weight": float("nan")}]}
+    nodes, links, problems = report_html.normalize_circuit(data)
+    q = nodes[0]
+    assert (q["layer"], q["index"], q["head"], q["hook"]) == (2, 37, 2, "blocks.2.attn.hook_q")
+    assert q["label"] == "q37"
+    assert nodes[1]["label"] == "\u2423is"
+    assert links == [[0, 1, 0.0]]
+    assert problems == ["duplicate node id skipped: blocks.2.attn.hook_q:37"]
