@@ -15,9 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
     from ..run import load_run
     from ..train.evaluation import evaluate_run
 
+    if args.batches < 1:
+        raise UserError(f"--batches must be >= 1, got {args.batches}")
     result = evaluate_run(load_run(args.run_dir), n_batches=args.batches)
     if args.json:
         print(json.dumps(result, indent=2))

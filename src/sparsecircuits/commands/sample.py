@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", default="def ", help="text to continue")
     p.add_argument("--tokens", type=int, default=64, help="tokens to generate (default 64)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from ..run import load_run
 
     if args.tokens < 1:
-        raise UserError("--tokens must be >= 1")
+        raise UserError(f"--tokens must be >= 1, got {args.tokens}")
+    if args.top_k < 0:
+        raise UserError(f"--top-k must be >= 0 (0 = no cut-off), got {args.top_k}")
     r = load_run(args.run_dir)
     ids = r.encode(args.prompt)
     if not ids:

@@ -6,14 +6,24 @@ state) and ``state.json`` (step, tokens seen, config, metadata). It is written i
 hidden temporary folder and renamed into place, so a kill or a full disk mid-write
 leaves the previous checkpoint whole; ``state.json`` is written last and names the
 tensor file's sha256, so a truncated or altered checkpoint is detected on load.
+Old checkpoints are also renamed to a hidden name before they are deleted, so a
+visible ``step_*`` folder is always a complete one.
+
+A damaged newest checkpoint is an error on resume (naming it, and naming the older
+good one if there is one), never silently skipped: with atomic writes it can only come
+from outside damage, and the user should see that before hours of training go on.
+Hidden temporary folders left by a killed writer are ignored and cleaned up by the next
+save.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +35,10 @@ from ..errors import UserError
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+_NAME = re.compile(r"^step_(\d{7,})$")
+# Test hook: "STEP:SECONDS" sleeps that long in the middle of writing checkpoint STEP
+# (tensors written, state.json not yet), so a test can kill the process mid-save.
+SLOW_SAVE_ENV = "SPARSECIRCUITS_TEST_SLOW_SAVE"
 
 
 def _sha256(path: Path) -> str:
@@ -71,44 +85,89 @@ def unpack_state(tensors: dict[str, torch.Tensor], model: torch.nn.Module,
         torch.set_rng_state(tensors["rng.torch"])
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path, ckpt_dir: Path) -> None:
+    """Delete a checkpoint folder so it vanishes at once: rename to a hidden name, then rmtree."""
+    hidden = ckpt_dir / f".trash.{path.name}.{os.getpid()}.{time.monotonic_ns()}"
+    try:
+        os.replace(path, hidden)
+    except OSError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _slow_save_hook(step: int) -> None:
+    spec = os.environ.get(SLOW_SAVE_ENV)
+    if not spec:
+        return
+    at, _, seconds = spec.partition(":")
+    if int(at) == step:
+        time.sleep(float(seconds or 60))
+
+
 def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, torch.Tensor],
                     meta: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``ckpt_dir/step_{step}`` atomically and prune to the newest ``keep``."""
+    """Write ``ckpt_dir/step_{step}`` atomically and prune to the newest ``keep``.
+
+    Any OSError (a full disk, say) propagates after the temporary folder is removed;
+    the checkpoints already on disk are untouched.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_dir.glob(".*"):  # left by a writer that was killed (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     final = ckpt_dir / f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:07d}.", dir=ckpt_dir))
     try:
         save_file(tensors, str(tmp / STATE_TENSORS))
+        _slow_save_hook(step)
         meta = dict(meta, step=step, tensors_sha256=_sha256(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # re-saving a step: move the old one aside first, never a gap
+            _remove(final, ckpt_dir)
         os.replace(tmp, final)
+        _fsync_dir(ckpt_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old, ckpt_dir)
     return final
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first (temporary folders are ignored)."""
+    """Checkpoint folders ``step_*``, oldest first (hidden temporary folders are ignored).
+
+    A visible folder is complete unless damaged from outside; ``load_checkpoint`` says so.
+    """
     if not ckpt_dir.is_dir():
         return []
-    found = [p for p in ckpt_dir.iterdir()
-             if p.is_dir() and p.name.startswith("step_") and (p / STATE_JSON).is_file()]
-    return sorted(found, key=lambda p: p.name)
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify one checkpoint; any damage is a UserError naming the folder."""
     try:
         meta = json.loads((path / STATE_JSON).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+            raise ValueError(f"{STATE_JSON} has no step")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"checkpoint {path} is corrupt: unreadable {STATE_JSON} ({exc})") from None
     tensor_file = path / STATE_TENSORS
     if not tensor_file.is_file():
@@ -123,5 +182,32 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint folder (not verified: ``load_checkpoint`` does that)."""
     ckpts = list_checkpoints(ckpt_dir)
     return ckpts[-1] if ckpts else None
+
+
+def load_latest(ckpt_dir: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """Load the newest checkpoint; if it is damaged, a UserError naming it (and any older one).
+
+    We do not fall back silently: see the module docstring.
+    """
+    ckpts = list_checkpoints(ckpt_dir)
+    if not ckpts:
+        raise UserError(f"nothing to resume in {ckpt_dir.parent}: no checkpoint found")
+    try:
+        tensors, meta = load_checkpoint(ckpts[-1])
+    except UserError as exc:
+        older = [p for p in ckpts[:-1] if _loads(p)]
+        hint = (f"; the older checkpoint {older[-1].name} is intact: delete {ckpts[-1].name} to resume from it"
+                if older else "")
+        raise UserError(f"{exc}{hint}") from None
+    return ckpts[-1], tensors, meta
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except UserError:
+        return False
+    return True

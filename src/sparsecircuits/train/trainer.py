@@ -8,12 +8,20 @@ zeroed weight can come back.
 Everything a step does is a function of (seed, step) and the saved state, so a run
 resumed from a checkpoint ends bitwise identical to one that never stopped: batches are
 drawn by step number, the schedules are pure functions of the step, and the checkpoint
-holds the weights, the optimizer moments and the RNG state.
+holds the weights, the optimizer moments and the RNG state. Metric lines written after
+the checkpoint are dropped on resume and written again, identically (all but the
+wall-clock ``tokens_per_s``).
 
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in
 DistributedDataParallel; each rank draws its own rows of the same global batch, so the
-averaged gradient equals the single-process one, the weights stay identical on every
-rank, and so do the top-k masks computed from them. Only rank 0 writes files.
+averaged gradient equals the single-process one up to summation order, the weights stay
+identical on every rank, and so do the top-k masks computed from them (checked every
+``check_masks_every`` steps with one small all-gather). The logged train loss is the
+mean over ranks. Only rank 0 writes files; a failure on rank 0 (a full disk) is shared
+with every rank so that none waits forever in a collective.
+
+Failures stop the run with one line and leave the last good checkpoint in place: a
+non-finite loss or gradient (before the weights are touched), a failed checkpoint write.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +40,7 @@ from tqdm import tqdm
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..io import atomic_path, atomic_write_json, atomic_write_text
+from ..io import atomic_path, atomic_write_text
 from ..model.gpt import GPT
 from ..model.sparsity import WeightSparsifier, is_dense_name, lr_at
 from . import checkpoint as ckpt
@@ -58,11 +67,11 @@ def init_distributed(device: str) -> DistInfo:
         return DistInfo()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
@@ -105,17 +114,41 @@ def build_sparsifier(model: GPT, cfg: RunConfig) -> WeightSparsifier:
 
 @torch.no_grad()
 def clip_grad_rms_(params: list[torch.Tensor], max_rms: float) -> float:
-    """Scale all gradients so the RMS over every gradient entry is at most ``max_rms``."""
+    """Scale all gradients so the RMS over every gradient entry is at most ``max_rms``.
+
+    Returns the RMS before clipping (NaN or inf if any gradient entry is non-finite, in
+    which case nothing is scaled).
+    """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
+    sq = torch.stack([g.float().pow(2).sum() for g in grads]).sum().item()
     n = sum(g.numel() for g in grads)
-    rms = math.sqrt(sq.item() / n)
+    rms = math.sqrt(sq / n) if math.isfinite(sq) else float("nan")
     if max_rms > 0 and rms > max_rms:
         for g in grads:
             g.mul_(max_rms / rms)
     return rms
+
+
+_MIX1, _MIX2, _LOW32 = 0x9E3779B1, 0x2C1B3C6D, 0xFFFFFFFF
+
+
+@torch.no_grad()
+def mask_fingerprint(params: list[torch.Tensor]) -> torch.Tensor:
+    """(n_params, 2) int64: per tensor, the nonzero count and a hash of the nonzero positions.
+
+    Two ranks with the same top-k masks get the same rows; a single moved entry changes
+    the hash. Products stay below 2**63 (32-bit multipliers on 32-bit values): no overflow.
+    """
+    rows = []
+    for p in params:
+        idx = torch.nonzero(p.detach().reshape(-1)).reshape(-1)  # (nnz,) int64
+        x = ((idx + 1) * _MIX1) & _LOW32
+        x = ((x ^ (x >> 15)) * _MIX2) & _LOW32
+        x = x ^ (x >> 13)
+        rows.append(torch.stack([torch.tensor(idx.numel(), device=idx.device), x.sum()]))
+    return torch.stack(rows)  # (n_params, 2)
 
 
 @torch.no_grad()
@@ -136,9 +169,14 @@ def evaluate_loss(model: torch.nn.Module, shards, cfg: RunConfig, device: str, n
 
 
 class Trainer:
-    """Owns one run directory: builds or restores the state, steps, logs, checkpoints."""
+    """Owns one run directory: builds or restores the state, steps, logs, checkpoints.
 
-    def __init__(self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+    ``check_masks_every``: under DDP, compare the top-k masks of all ranks every that many
+    steps (0 = never; None = every ``log_every`` steps). A mismatch is a RuntimeError.
+    """
+
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+                 check_masks_every: int | None = None) -> None:
         from ..data.shards import TokenShards
         from ..data.tokenizer import load_tokenizer
 
@@ -147,8 +185,11 @@ class Trainer:
         t = cfg.train
         if t.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("--device cuda was asked for, but no CUDA GPU is available")
+        if check_masks_every is not None and check_masks_every < 0:
+            raise UserError(f"--check-masks-every must be >= 0, got {check_masks_every}")
         self.device = t.device
         self.dist = init_distributed(t.device)
+        self.check_masks_every = t.log_every if check_masks_every is None else check_masks_every
         if t.threads:
             torch.set_num_threads(t.threads)
         self.progress = progress and self.dist.is_main
@@ -168,50 +209,113 @@ class Trainer:
         self.model = GPT(cfg.model).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.sparsifier = build_sparsifier(self.model, cfg)
+        self.sparse_params = [p for _, p in self.sparsifier.params]
         self.step = 0
         self.tokens_seen = 0
+        self.last_lr = 0.0
+        self.last_checkpoint: Path | None = None
         if resume:
-            self._restore()
-        elif self.dist.is_main:
-            self._init_run_dir()
+            self._restore()  # every rank reads the checkpoint; a damaged one fails on all alike
+        else:
+            self._on_main("create the run directory", self._init_run_dir)
         self.ddp_model = self.model
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.ddp_model = DDP(self.model, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None)
 
+    # -- collectives ---------------------------------------------------------------
+    def _all_ok(self, ok: bool) -> bool:
+        """True on every rank iff ``ok`` on every rank (one tiny all-reduce under DDP)."""
+        if self.dist.world_size == 1:
+            return ok
+        import torch.distributed as dist
+
+        flag = torch.tensor([0 if ok else 1], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() == 0
+
+    def _on_main(self, what: str, fn) -> None:
+        """Run ``fn`` on rank 0; if it raises, every rank stops (the others quietly)."""
+        err: BaseException | None = None
+        if self.dist.is_main:
+            try:
+                fn()
+            except (UserError, OSError) as exc:
+                err = exc
+        if not self._all_ok(err is None):
+            if err is not None:
+                raise err
+            raise _PeerFailed(f"rank 0 could not {what}")
+
+    def _mean_over_ranks(self, value: float) -> float:
+        if self.dist.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.item() / self.dist.world_size
+
+    def check_masks(self) -> None:
+        """Raise if any rank's top-k masks differ from rank 0's (a no-op on one process)."""
+        if self.dist.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        mine = mask_fingerprint(self.sparse_params)  # (n_params, 2)
+        every = [torch.empty_like(mine) for _ in range(self.dist.world_size)]
+        dist.all_gather(every, mine)
+        names = self.sparsifier.names
+        for r, theirs in enumerate(every[1:], start=1):
+            bad = [names[i] for i in (theirs != every[0]).any(dim=1).nonzero().flatten().tolist()]
+            if bad:
+                raise RuntimeError(f"top-k masks differ between rank 0 and rank {r} after step "
+                                   f"{self.step} in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+
     # -- run directory -------------------------------------------------------------
     def _init_run_dir(self) -> None:
         if (self.out / "config.json").exists() or ckpt.list_checkpoints(self.out / "checkpoints"):
             raise UserError(f"{self.out} already holds a run; use --resume to continue it "
                             "or choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.cfg.save(self.out / "config.json")
-        with atomic_path(self.out / "tokenizer.json") as tmp:
-            self.tokenizer.save(str(tmp))
-        atomic_write_text(self.out / METRICS, "")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.out / "config.json")
+            with atomic_path(self.out / "tokenizer.json") as tmp:
+                self.tokenizer.save(str(tmp))
+            atomic_write_text(self.out / METRICS, "")
+        except OSError as exc:
+            raise UserError(f"could not create the run directory {self.out} ({exc.strerror or exc})") from None
 
     def _restore(self) -> None:
-        latest = ckpt.latest_checkpoint(self.out / "checkpoints")
-        if latest is None:
-            raise UserError(f"nothing to resume in {self.out}: no checkpoint found")
-        tensors, meta = ckpt.load_checkpoint(latest)
+        path, tensors, meta = ckpt.load_latest(self.out / "checkpoints")
         try:
             ckpt.unpack_state(tensors, self.model, self.optimizer)
-        except (RuntimeError, KeyError) as exc:
-            raise UserError(f"checkpoint {latest} does not match this config: {str(exc).splitlines()[0]}") from None
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {path} does not match this config: {str(exc).splitlines()[0]}") from None
         self.step = int(meta["step"])
         self.tokens_seen = int(meta.get("tokens", 0))
-        if self.dist.is_main:
-            self._truncate_metrics(self.step)
+        self.last_checkpoint = path
+        if self.step > self.cfg.train.steps:
+            raise UserError(f"checkpoint {path} is at step {self.step}, past train.steps="
+                            f"{self.cfg.train.steps}")
+        self._on_main("rewind metrics.jsonl", lambda: self._truncate_metrics(self.step))
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines written after the checkpoint we resume from."""
+        """Drop metric lines written after the checkpoint we resume from (and a torn last line)."""
         path = self.out / METRICS
         if not path.exists():
             return
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+        kept = []
+        for ln in path.read_text().splitlines():
+            try:
+                if json.loads(ln)["step"] <= step:
+                    kept.append(ln)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill mid-write
+        text = "".join(ln + "\n" for ln in kept)
+        if text != path.read_text():
+            atomic_write_text(path, text)
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
@@ -220,30 +324,45 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self) -> None:
-        if not self.dist.is_main:
-            return
-        meta = {"tokens": self.tokens_seen, "config": self.cfg.to_dict(), "time": time.time()}
-        try:
-            ckpt.save_checkpoint(self.out / "checkpoints", self.step, ckpt.pack_state(self.model, self.optimizer), meta)
-        except OSError as exc:
-            raise UserError(f"could not write checkpoint at step {self.step} ({exc.strerror or exc}); "
-                            "the last good checkpoint is kept") from None
+        """Rank 0 writes; every rank learns whether it worked, and all stop if not."""
+        def write() -> None:
+            meta = {"tokens": self.tokens_seen, "config": self.cfg.to_dict(), "time": time.time()}
+            try:
+                self.last_checkpoint = ckpt.save_checkpoint(
+                    self.out / "checkpoints", self.step, ckpt.pack_state(self.model, self.optimizer), meta)
+            except OSError as exc:
+                raise UserError(f"could not write the checkpoint at step {self.step} ({exc.strerror or exc}); "
+                                f"{self._kept()}") from None
+
+        self._on_main(f"write the checkpoint at step {self.step}", write)
+
+    def _kept(self) -> str:
+        last = ckpt.latest_checkpoint(self.out / "checkpoints")
+        return f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
 
     def save_final(self) -> None:
-        if not self.dist.is_main:
-            return
-        from safetensors.torch import save_file
+        def write() -> None:
+            from safetensors.torch import save_file
 
-        try:
-            with atomic_path(self.out / "model.safetensors") as tmp:
-                sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-                save_file(sd, str(tmp), metadata={"format": "sparsecircuits", "step": str(self.step)})
-            self.cfg.save(self.out / "config.json")
-        except OSError as exc:
-            raise UserError(f"could not write the final model ({exc.strerror or exc})") from None
+            try:
+                with atomic_path(self.out / "model.safetensors") as tmp:
+                    sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+                    save_file(sd, str(tmp), metadata={"format": "sparsecircuits", "step": str(self.step)})
+                self.cfg.save(self.out / "config.json")
+            except OSError as exc:
+                raise UserError(f"could not write the final model ({exc.strerror or exc}); "
+                                f"{self._kept()}") from None
+
+        self._on_main("write the final model", write)
 
     # -- the loop ------------------------------------------------------------------
+    def micro_loss(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss of one micro-batch ``xs``, ``ys`` (b, T)."""
+        logits = self.ddp_model(xs)  # (b, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), ys.flatten())
+
     def train_step(self) -> float:
+        """One optimizer step; returns its train loss (the mean over ranks)."""
         t = self.cfg.train
         step = self.step
         density_now = self.sparsifier.density(step)
@@ -254,76 +373,97 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         x, y = self.shards.get_batch("train", self.micro_batch * t.grad_accum, self.cfg.model.block_size,
                                      step=step, seed=self.cfg.seed, rank=self.dist.rank,
-                                     world_size=self.dist.world_size)
+                                     world_size=self.dist.world_size)  # (B / world, T) each
         x, y = x.to(self.device), y.to(self.device)
         loss_sum = 0.0
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
-            t.dtype == "bfloat16" and self.device.startswith("cuda")) else _nullcontext()
+        use_bf16 = t.dtype == "bfloat16" and self.device.startswith("cuda")
         for i in range(t.grad_accum):
-            xs = x[i * self.micro_batch:(i + 1) * self.micro_batch]
+            xs = x[i * self.micro_batch:(i + 1) * self.micro_batch]  # (b, T)
             ys = y[i * self.micro_batch:(i + 1) * self.micro_batch]
-            sync = i == t.grad_accum - 1 or self.dist.world_size == 1
-            ctx = _nullcontext() if sync else self.ddp_model.no_sync()
-            with ctx, autocast:
-                logits = self.ddp_model(xs)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), ys.flatten()) / t.grad_accum
+            last = i == t.grad_accum - 1
+            sync = nullcontext() if last or self.dist.world_size == 1 else self.ddp_model.no_sync()
+            amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+            with sync, amp:
+                loss = self.micro_loss(xs, ys) / t.grad_accum
             loss.backward()
             loss_sum += loss.item()
-        if not math.isfinite(loss_sum):
-            raise UserError(f"training diverged: non-finite loss at step {step}; "
-                            "the last good checkpoint is kept")
-        clip_grad_rms_([p for p in self.model.parameters()], t.grad_clip_rms)
+        loss_mean = self._mean_over_ranks(loss_sum)
+        rms = clip_grad_rms_(list(self.model.parameters()), t.grad_clip_rms)  # same on every rank
+        if not (math.isfinite(loss_mean) and math.isfinite(rms)):
+            what = "loss" if not math.isfinite(loss_mean) else "gradient"
+            raise UserError(f"training diverged: non-finite {what} at step {step + 1} "
+                            f"(lr {lr:.3g}); the weights of step {step} were not updated; {self._kept()}")
         self.optimizer.step()
         self.sparsifier.apply(step + 1)
         self.step += 1
         self.tokens_seen += t.batch_size * self.cfg.model.block_size
         self.last_lr = lr
-        return loss_sum
+        return loss_mean
 
-    def train(self) -> dict[str, Any]:
+    def _record(self, loss: float) -> dict[str, Any]:
+        return {"step": self.step, "tokens": self.tokens_seen, "lr": self.last_lr, "train_loss": loss,
+                "nonzero_frac": self.sparsifier.nonzero_fraction(),
+                "density": self.sparsifier.density(self.step)}
+
+    def train(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Run to ``train.steps``; or stop, with a checkpoint, once step ``stop_after`` is done.
+
+        A stopped run is continued with ``--resume`` and ends exactly as if never stopped
+        (``stop_after`` does not change the schedules, which follow ``train.steps``).
+        """
         t = self.cfg.train
+        end = t.steps if stop_after is None else min(max(stop_after, self.step), t.steps)
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train",
                    unit="step", dynamic_ncols=True)
         window_t0, window_tokens = time.perf_counter(), 0
         loss = float("nan")
         val = None
-        while self.step < t.steps:
-            loss = self.train_step()
-            window_tokens += t.batch_size * self.cfg.model.block_size
-            bar.update(1)
-            done = self.step == t.steps
-            record: dict[str, Any] | None = None
-            if self.step % t.log_every == 0 or done:
-                dt = time.perf_counter() - window_t0
-                record = {"step": self.step, "tokens": self.tokens_seen, "lr": self.last_lr,
-                          "train_loss": loss, "nonzero_frac": self.sparsifier.nonzero_fraction(),
-                          "density": self.sparsifier.density(self.step),
-                          "tokens_per_s": window_tokens / max(dt, 1e-9)}
-                window_t0, window_tokens = time.perf_counter(), 0
-            if self.step % t.eval_every == 0 or done:
-                val = evaluate_loss(self.model, self.shards, self.cfg, self.device)
-                record = record or {"step": self.step, "tokens": self.tokens_seen, "lr": self.last_lr,
-                                    "train_loss": loss, "nonzero_frac": self.sparsifier.nonzero_fraction()}
-                record["val_loss"] = val
-            if record is not None:
-                self._log(record)
-                bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{val:.3f}"} if val is not None else {}))
-            if self.step % t.checkpoint_every == 0 or done:
-                self.save_checkpoint()
-        bar.close()
-        self.save_final()
-        return {"step": self.step, "train_loss": loss, "val_loss": val,
+        try:
+            while self.step < end:
+                loss = self.train_step()
+                window_tokens += t.batch_size * self.cfg.model.block_size
+                bar.update(1)
+                done = self.step == t.steps
+                if self.check_masks_every and self.step % self.check_masks_every == 0:
+                    self.check_masks()
+                record: dict[str, Any] | None = None
+                if self.step % t.log_every == 0 or done:
+                    dt = time.perf_counter() - window_t0
+                    record = self._record(loss)
+                    record["tokens_per_s"] = window_tokens / max(dt, 1e-9)
+                    window_t0, window_tokens = time.perf_counter(), 0
+                if self.step % t.eval_every == 0 or done:
+                    if self.dist.is_main:  # the others would compute the same number
+                        val = evaluate_loss(self.model, self.shards, self.cfg, self.device)
+                    record = record or self._record(loss)
+                    record["val_loss"] = val
+                if record is not None:
+                    self._log(record)
+                    bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{val:.3f}"} if val is not None else {}))
+                if self.step % t.checkpoint_every == 0 or done or self.step == end:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        stopped = self.step < t.steps
+        if not stopped:
+            self.save_final()
+        return {"step": self.step, "train_loss": loss, "val_loss": val, "stopped": stopped,
                 "nonzero_frac": self.sparsifier.nonzero_fraction(), "out": str(self.out)}
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+class _PeerFailed(UserError):
+    """Raised on ranks other than 0 when rank 0 failed (rank 0 reports the reason)."""
 
 
-def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a run; returns a summary of the final step."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress).train()
+def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None, check_masks_every: int | None = None) -> dict[str, Any]:
+    """Train (or resume) a run; returns a summary of the last step."""
+    try:
+        trainer = Trainer(cfg, out_dir, resume=resume, progress=progress, check_masks_every=check_masks_every)
+        return trainer.train(stop_after=stop_after)
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
