@@ -1,0 +1,274 @@
+"""The masked forward pass: every node either kept or replaced by its ablation value.
+
+One mask value per node, shared over prompts and positions (SPEC §4).  At each site's
+hook point an activation ``x`` becomes ``m * x + (1 - m) * baseline`` where ``baseline``
+is the node's mean activation over the pretraining distribution (``ablation="mean"``) or
+zero (``ablation="zero"``).  Two ways to give ``m``:
+
+* a float vector, differentiable: during pruning ``m = heaviside_ste(tau)``, exactly 0
+  or 1 on the forward pass, with the derivative of ``sigmoid(tau / temperature)`` on the
+  backward pass (a straight-through estimator), so the loss sees the discrete circuit;
+* a boolean keep vector, for evaluation and for ablating a chosen node set
+  ("ablate only these nodes", the necessity check).  Kept nodes pass through untouched
+  (``torch.where``), so keeping every node reproduces the model's logits bit for bit.
+
+Means are averaged over every position of a few hundred validation windows and cached in
+``RUN_DIR/node_means.safetensors`` (keyed by the weights file's size and mtime, so a
+retrained model never reuses stale means).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .nodes import NodeSet
+
+ABLATIONS = ("mean", "zero")
+MEANS_FILE = "node_means.safetensors"
+
+
+# ---------------------------------------------------------------------------- STE
+
+
+class _HeavisideSTE(torch.autograd.Function):
+    """Forward: 1 where tau > 0 else 0.  Backward: d/dtau sigmoid(tau / temperature)."""
+
+    @staticmethod
+    def forward(ctx, tau: torch.Tensor, temperature: float) -> torch.Tensor:
+        ctx.save_for_backward(tau)
+        ctx.temperature = temperature
+        return (tau > 0).to(tau.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (tau,) = ctx.saved_tensors
+        t = ctx.temperature
+        s = torch.sigmoid(tau / t)
+        return grad * s * (1 - s) / t, None
+
+
+def heaviside_ste(tau: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Heaviside(tau) (open iff tau > 0) with a sigmoid-derivative surrogate gradient."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return _HeavisideSTE.apply(tau, float(temperature))
+
+
+# ---------------------------------------------------------------------------- masked model
+
+
+class MaskedModel(nn.Module):
+    """A GPT whose nodes can be masked; the GPT itself is shared, never copied.
+
+    ``baseline`` is the flat (n,) ablation value of every node (node means), or ``None``
+    for zero ablation.
+    """
+
+    def __init__(self, model: nn.Module, baseline: torch.Tensor | None = None,
+                 nodes: NodeSet | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.nodes = nodes or NodeSet.from_model(model)
+        if baseline is not None and baseline.shape != (self.nodes.n,):
+            raise ValueError(f"baseline has shape {tuple(baseline.shape)}, expected ({self.nodes.n},)")
+        self.baseline = baseline
+
+    def _site_views(self, vec: torch.Tensor, x: torch.Tensor, site) -> torch.Tensor:
+        """The site's slice of a flat vector, shaped to broadcast against ``x``."""
+        part = vec[site.start:site.stop]
+        if site.d_head:  # (B, T, H, Dh)
+            return part.view(x.shape[-2], x.shape[-1])
+        return part
+
+    def hooks(self, mask: torch.Tensor) -> list[tuple]:
+        """``fwd_hooks`` applying ``mask`` (float (n,) soft, or bool (n,) keep)."""
+        if mask.shape != (self.nodes.n,):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({self.nodes.n},)")
+        hard = mask.dtype == torch.bool
+        hooks = []
+        for site in self.nodes.sites:
+            def fn(x: torch.Tensor, hook, site=site) -> torch.Tensor:
+                m = self._site_views(mask, x, site).to(x.device)
+                b = None if self.baseline is None else self._site_views(self.baseline, x, site).to(x.device, x.dtype)
+                if hard:
+                    if b is None:
+                        return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+                    return torch.where(m, x, b)
+                m = m.to(x.dtype)
+                return x * m if b is None else x * m + (1 - m) * b
+            hooks.append((site.hook, fn))
+        return hooks
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                last_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with ``last_pos`` (B,), only each row's last position: (B, V).
+
+        ``last_pos`` skips the unembedding of every other position (the vocabulary
+        projection is a large share of a small model's cost).
+        """
+        hooks = [] if mask is None else self.hooks(mask)
+        if last_pos is not None:
+            rows = torch.arange(tokens.shape[0], device=tokens.device)
+            lp = last_pos.to(tokens.device)
+
+            def only_last(x: torch.Tensor, hook) -> torch.Tensor:
+                return x[rows, lp][:, None, :]  # (B, 1, D)
+
+            hooks = hooks + [("ln_final.hook_normalized", only_last)]
+        logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        if last_pos is None:
+            return logits
+        if logits.shape[1] == 1:  # (B, 1, V)
+            return logits[:, 0]
+        # a bigram table broadcast the (B, 1, V) head output over T; position last_pos holds
+        # the head's logits plus the bigram row of the last token, as in the full forward
+        return logits[rows, lp]  # (B, V)
+
+    def fixed(self, keep: torch.Tensor) -> "FixedMask":
+        """A ``tokens -> logits`` module with this keep vector, for ``evaluate_task``."""
+        return FixedMask(self, keep)
+
+
+class FixedMask(nn.Module):
+    """A masked model frozen to one boolean keep vector."""
+
+    def __init__(self, masked: MaskedModel, keep: torch.Tensor) -> None:
+        super().__init__()
+        if keep.dtype != torch.bool:
+            raise ValueError("keep must be a boolean vector")
+        self.masked = masked
+        self.keep = keep
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.masked(tokens, self.keep)
+
+
+def ablate_only(nodes: NodeSet, names) -> torch.Tensor:
+    """The keep vector that ablates exactly the named nodes and keeps all others."""
+    return ~nodes.keep_from_names(names)
+
+
+# ---------------------------------------------------------------------------- means
+
+
+@torch.no_grad()
+def compute_node_means(model: nn.Module, windows: torch.Tensor, nodes: NodeSet | None = None,
+                       batch_size: int = 32) -> torch.Tensor:
+    """Mean activation of every node over all positions of ``windows`` (N, T) -> (n,)."""
+    nodes = nodes or NodeSet.from_model(model)
+    device = next(model.parameters()).device
+    sums = torch.zeros(nodes.n, dtype=torch.float64)
+    count = 0
+    hooks = [s.hook for s in nodes.sites]
+    for start in range(0, windows.shape[0], batch_size):
+        chunk = windows[start:start + batch_size].to(device)  # (b, T)
+        _, cache = model.run_with_cache(chunk, names_filter=hooks)
+        for s in nodes.sites:
+            act = cache[s.hook].reshape(-1, s.width)  # (b*T, width)
+            sums[s.start:s.stop] += act.double().sum(0).cpu()
+        count += chunk.numel()
+    return (sums / max(count, 1)).float()
+
+
+def _val_tokens(run) -> np.ndarray:
+    """The run's validation tokens: data.json, then config.data.data_dir, then the default."""
+    candidates: list[Path] = []
+    meta = Path(run.path) / "data.json"
+    if meta.is_file():
+        try:
+            d = json.loads(meta.read_text(encoding="utf-8")).get("data_dir")
+            if d:
+                candidates.append(Path(d))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            pass
+    if getattr(run, "data_dir", None):
+        candidates.append(Path(run.data_dir))
+    if not candidates:
+        try:
+            from ..data.build import default_data_dir
+
+            candidates.append(Path(default_data_dir()))
+        except Exception:  # noqa: BLE001 - the default is a convenience only
+            pass
+    for d in candidates:
+        if (d / "val.bin").is_file():  # uint16 tokens (sparsecircuits.data.shards)
+            return np.memmap(d / "val.bin", dtype=np.uint16, mode="r")
+    where = ", ".join(str(d) for d in candidates) or "none recorded"
+    raise UserError(f"mean ablation needs the run's validation tokens (val.bin) but none were found "
+                    f"(looked in: {where}); rebuild the data or use --ablation zero")
+
+
+def _weights_key(run) -> str:
+    w = Path(run.path) / "model.safetensors"
+    if not w.is_file():
+        return "no-weights-file"
+    st = w.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def val_windows(tokens: np.ndarray, n_windows: int, block_size: int) -> torch.Tensor:
+    """``n_windows`` evenly spaced windows of ``block_size`` tokens (N, T) long."""
+    n = len(tokens)
+    if n < 2:
+        raise UserError("the validation split has fewer than 2 tokens; cannot compute node means")
+    T = min(block_size, n)
+    last = n - T
+    n_windows = max(1, min(n_windows, last + 1))
+    starts = np.linspace(0, last, n_windows).astype(np.int64)
+    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + T], dtype=np.int64) for s in starts]))
+
+
+def node_means(run, n_windows: int = 256, cache: bool = True) -> torch.Tensor:
+    """Flat (n,) node means of a run, from ``RUN_DIR/node_means.safetensors`` if fresh.
+
+    Computed once over ``n_windows`` validation windows of the model's context length,
+    averaged over all positions; written atomically so a crash never leaves a bad cache.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    from ..io import atomic_path
+
+    model = run.model
+    nodes = NodeSet.from_model(model)
+    path = Path(run.path) / MEANS_FILE
+    meta = {"weights": _weights_key(run), "n_windows": str(n_windows), "shape": json.dumps(nodes.shape)}
+    if cache and path.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                stored = fh.metadata() or {}
+            if all(stored.get(k) == v for k, v in meta.items()):
+                tensors = load_file(str(path))
+                flat = torch.cat([tensors[s.hook].reshape(-1) for s in nodes.sites])
+                if flat.shape == (nodes.n,) and torch.isfinite(flat).all():
+                    return flat.float()
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
+            pass  # unreadable or stale cache: recompute
+    windows = val_windows(_val_tokens(run), n_windows, model.cfg.block_size)
+    flat = compute_node_means(model, windows, nodes)
+    if cache:
+        tensors = {s.hook: flat[s.start:s.stop].clone().contiguous() for s in nodes.sites}
+        try:
+            with atomic_path(path) as tmp:
+                save_file(tensors, str(tmp), metadata=meta)
+        except OSError:
+            pass  # a read-only run directory still works, just without the cache
+    return flat
+
+
+def ablation_baseline(run, ablation: str, means: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The baseline vector for an ablation kind: node means for "mean", None for "zero"."""
+    if ablation not in ABLATIONS:
+        raise UserError(f"unknown ablation {ablation!r}; expected one of: {', '.join(ABLATIONS)}")
+    if ablation == "zero":
+        return None
+    if means is not None:
+        return means
+    return node_means(run)

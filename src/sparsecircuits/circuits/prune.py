@@ -1,0 +1,455 @@
+"""Pruning a model to the smallest circuit that still does a task (SPEC §4).
+
+The recipe, and the choices made where the paper leaves room:
+
+1. One mask parameter ``tau`` per node, init normal(0.1, 0.01), shared over prompts and
+   positions; forward ``Heaviside(tau)``, backward ``d/dtau sigmoid(tau / temperature)``.
+   Loss = task loss (mean BCE over the two answer logits) + ``k_coef * n_open``.
+   AdamW (lr 3e-3, weight decay 1e-3, linear decay to 0), 64 task pairs (128 prompts) per
+   step drawn from the train items, ``tau`` clamped to [-1, 1] after every step.
+2. ``k_coef`` scale.  Adam divides each coordinate's gradient by its own RMS, so what
+   matters is the ratio, per node, of the penalty's gradient ``k_coef * sigma'`` to the
+   task loss's ``dL/dm * sigma'``: a node stays open when closing it would cost more than
+   about ``k_coef`` nats of *mean* loss.  The paper's centre (1e-4) keeps nodes worth a
+   ten-thousandth of a nat, which on our per-example-mean loss leaves hundreds of nodes
+   open; a circuit at 0.15 nats has tens of nodes each worth ~1e-3 to 1e-2 nats.  One
+   value rarely suits every task, so we sweep ``DEFAULT_K_COEFS`` and keep the circuit with
+   the fewest edges that meets the target.
+3. After each optimisation, nodes are ranked by ``tau`` and a bisection finds the
+   smallest ``K`` whose top-``K`` circuit meets the target on the train items.  Loss is
+   not monotone in ``K`` (ablating a node can beat the full model), so the bisection keeps
+   the invariant "``hi`` passes" and the answer is re-checked, stepping up if it fails.
+4. The pass test uses the *calibrated* loss: a scale ``a >= 0`` and an answer-token bias
+   ``b`` fitted with 16 LBFGS steps on the train items (see ``circuit.py``), because the
+   discrete circuit is uncalibrated and the final circuit is reported calibrated.  Test
+   items are never used for pruning, only for the reported ``circuit_loss``.
+5. Budget: ``cpu-small`` (4 layers, d_model 128) on 2 CPU cores must prune a task in
+   under two minutes; prompts are trimmed to the longest in each batch, the unembedding
+   runs at the last position only, and the model's weights get no gradients.  Defaults
+   (``DEFAULT_STEPS`` x ``DEFAULT_K_COEFS``) were measured to fit (benchmarks/prune_time.py).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .circuit import (
+    Circuit,
+    MODEL_KEYS,
+    calibrated_diff,
+    circuit_diffs,
+    diff_loss,
+    encode_for_run,
+    fit_calibration,
+    orientation,
+)
+from .graph import build_graph, count_edges
+from .masking import ABLATIONS, MaskedModel, ablation_baseline, heaviside_ste
+from .nodes import NodeSet
+
+DEFAULT_STEPS = 100
+DEFAULT_LR = 1e-2
+DEFAULT_K_COEFS = (3e-4, 1e-3, 3e-3)
+SIZE_TARGETS = (0.05, 0.1, 0.15, 0.2, 0.3)
+MIN_ACCURACY = 0.8
+
+
+class NotLearnedError(UserError):
+    """The full model does not do the task well enough to be worth pruning."""
+
+
+@dataclass
+class PruneSettings:
+    """Every knob of a pruning run; stored in the circuit's ``metrics.settings``."""
+
+    target_loss: float = 0.15
+    ablation: str = "mean"
+    steps: int = DEFAULT_STEPS
+    k_coefs: list[float] = field(default_factory=lambda: list(DEFAULT_K_COEFS))
+    lr: float = DEFAULT_LR
+    weight_decay: float = 1e-3
+    tau_init_mean: float = 0.1
+    tau_init_std: float = 0.01
+    temperature: float = 1.0
+    batch_pairs: int = 64
+    n_train: int = 256
+    n_test: int = 128
+    calibration_steps: int = 16
+    min_accuracy: float = MIN_ACCURACY
+    curve_every: int = 10
+    length_buckets: int = 4  # sub-batches per step, by prompt length (speed only)
+    eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
+    threads: int = 0  # torch threads while pruning; 0 = leave torch's default
+    size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
+
+    def validate(self) -> "PruneSettings":
+        if not self.target_loss > 0:
+            raise UserError(f"target loss must be > 0, got {self.target_loss}")
+        if self.ablation not in ABLATIONS:
+            raise UserError(f"unknown ablation {self.ablation!r}; expected one of: {', '.join(ABLATIONS)}")
+        if self.steps < 1:
+            raise UserError(f"steps must be >= 1, got {self.steps}")
+        if not self.k_coefs or any(not (k >= 0 and math.isfinite(k)) for k in self.k_coefs):
+            raise UserError(f"k_coefs must be a non-empty list of numbers >= 0, got {self.k_coefs}")
+        if self.n_train < 1 or self.n_test < 1 or self.batch_pairs < 1:
+            raise UserError("n_train, n_test and batch_pairs must be >= 1")
+        if self.temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {self.temperature}")
+        return self
+
+
+# ---------------------------------------------------------------------------- bisection
+
+
+def smallest_passing(passes: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """Smallest-looking ``K`` in ``[lo, hi]`` with ``passes(K)``; None if ``hi`` fails.
+
+    Exact when ``passes`` is monotone.  When it is not, the invariant "``hi`` passes"
+    still guarantees a passing answer: after the bisection the answer is checked again
+    and, should it fail, the next passing size above it is taken.
+    """
+    if lo > hi or not passes(hi):
+        return None
+    if passes(lo):
+        return lo
+    while hi - lo > 1:  # passes(hi) and not passes(lo)
+        mid = (lo + hi) // 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid
+    k = hi
+    while not passes(k):  # defensive: only reachable with a predicate that changes its mind
+        k += 1
+    return k
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class _TaskData:
+    name: str
+    train: object  # TaskBatch, flat examples in groups of `group`
+    test: object
+    group: int  # 2 for TaskItem pairs (kept together in a batch), 1 for plain examples
+
+    @property
+    def n_train_groups(self) -> int:
+        return len(self.train) // self.group
+
+
+def _resolve_task(run, task, name: str | None, s: PruneSettings, seed: int) -> _TaskData:
+    """A task name or a list of examples/pairs -> encoded train and test batches."""
+    from ..tasks.base import TaskExample, TaskItem, flatten
+
+    if isinstance(task, str):
+        from ..tasks.python_tasks import get_task
+
+        t = get_task(task)
+        name = name or t.name
+        train = flatten(t.generate(s.n_train, seed=seed, split="train"))
+        test = flatten(t.generate(s.n_test, seed=seed, split="test"))
+        group = 2
+    else:
+        items = list(task)
+        name = name or "custom"
+        if not items:
+            raise UserError(f"task {name}: no examples")
+        if all(isinstance(x, TaskItem) for x in items):
+            units = [[it.a, it.b] for it in items]
+            group = 2
+        elif all(isinstance(x, TaskExample) for x in items):
+            units = [[x] for x in items]
+            group = 1
+        else:
+            raise UserError(f"task {name}: expected a task name, TaskExample list or TaskItem list")
+        if len(units) < 4:
+            raise UserError(f"task {name}: need at least 4 examples to split into train and test, got {len(units)}")
+        random.Random(f"split/{seed}").shuffle(units)
+        n_test = max(1, len(units) // 4)  # a quarter held out, never used for pruning
+        test = [e for u in units[:n_test] for e in u]
+        train = [e for u in units[n_test:] for e in u]
+    return _TaskData(name, _by_length(encode_for_run(run, train, name), group),
+                     _by_length(encode_for_run(run, test, name), group), group)
+
+
+def _by_length(batch, group: int):
+    """Reorder a batch by prompt length, groups kept together, so chunks pad little."""
+    n = len(batch) // group
+    lengths = batch.last_pos.view(n, group).max(1).values  # (n,)
+    order = torch.argsort(lengths, stable=True)
+    idx = (order[:, None] * group + torch.arange(group)).flatten()
+    return batch.select(idx)
+
+
+@contextmanager
+def _threads(n: int):
+    """Use ``n`` torch threads inside the block (0: leave the setting alone).
+
+    On a shared machine torch's default (one thread per core) can be several times slower
+    than one thread for this many-small-ops workload, hence the knob; the default is
+    untouched.
+    """
+    if n <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _frozen(model):
+    """No weight gradients during pruning (halves the backward pass)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+# ---------------------------------------------------------------------------- optimisation
+
+
+def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSettings, seed: int,
+                 bar=None) -> tuple[torch.Tensor, list[dict]]:
+    """One pruning run at one ``k_coef``: the final ``tau`` (n,) and its loss curve."""
+    n = masked.nodes.n
+    g = torch.Generator().manual_seed(seed)
+    tau = (s.tau_init_mean + s.tau_init_std * torch.randn(n, generator=g)).requires_grad_(True)
+    opt = torch.optim.AdamW([tau], lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / s.steps))
+    device = next(masked.model.parameters()).device
+    n_groups = data.n_train_groups
+    per_batch = min(s.batch_pairs * 2 // data.group, n_groups)  # 64 pairs = 128 prompts
+    curve: list[dict] = []
+    for step in range(s.steps):
+        # train items are sorted by length, so sorted group ids give length-sorted prompts;
+        # two length buckets, each trimmed to its own longest prompt, waste little on padding
+        groups = torch.randperm(n_groups, generator=g)[:per_batch].sort().values
+        idx = (groups[:, None] * data.group + torch.arange(data.group)).flatten()
+        m = heaviside_ste(tau, s.temperature)  # (n,) exactly 0/1
+        diffs = []
+        for part in idx.tensor_split(s.length_buckets):
+            if part.numel() == 0:
+                continue
+            batch = data.train.select(part).to(device)
+            last = masked(batch.tokens, m, last_pos=batch.last_pos)  # (b, V)
+            diffs.append(last.gather(1, batch.correct_id[:, None])[:, 0]
+                         - last.gather(1, batch.incorrect_id[:, None])[:, 0])
+        task = F.softplus(-torch.cat(diffs)).mean()
+        loss = task + k_coef * m.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            tau.clamp_(-1.0, 1.0)
+        n_open = int(m.detach().sum())
+        if step % s.curve_every == 0 or step == s.steps - 1:
+            curve.append({"step": step, "loss": float(task.detach()), "n_open": n_open, "k_coef": k_coef})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(k=f"{k_coef:g}", loss=f"{float(task.detach()):.3f}", open=n_open, refresh=False)
+    return tau.detach(), curve
+
+
+class _Prober:
+    """Calibrated train loss of the top-``K`` circuit of one ranking, cached per ``K``."""
+
+    def __init__(self, masked: MaskedModel, order: torch.Tensor, batch, s: PruneSettings) -> None:
+        self.masked, self.order, self.batch, self.s = masked, order, batch, s
+        self.sign = orientation(batch)
+        self.cache: dict[int, tuple[float, tuple[float, float]]] = {}
+
+    def keep(self, k: int) -> torch.Tensor:
+        keep = torch.zeros(self.masked.nodes.n, dtype=torch.bool)
+        keep[self.order[:k]] = True
+        return keep
+
+    def loss(self, k: int) -> float:
+        if k not in self.cache:
+            diff = circuit_diffs(self.masked, self.keep(k), self.batch, self.s.eval_batch)
+            a, b = fit_calibration(diff, self.sign, self.s.calibration_steps)
+            self.cache[k] = (diff_loss(calibrated_diff(diff, self.sign, a, b)), (a, b))
+        return self.cache[k][0]
+
+    def calibration(self, k: int) -> tuple[float, float]:
+        self.loss(k)
+        return self.cache[k][1]
+
+    def smallest(self, target: float, hint: int) -> tuple[int, bool]:
+        """Smallest passing K and whether the target was met.
+
+        The search range starts at the nodes left open (``hint``) and doubles until its
+        top passes (a circuit can beat the full model, so a moderate superset of the open
+        nodes often passes when all nodes would not).  When nothing passes, the probed
+        size with the lowest loss is returned, marked as not meeting the target.
+        """
+        passes = lambda k: self.loss(k) <= target  # noqa: E731
+        n = self.masked.nodes.n
+        hi = min(max(hint, 1), n)
+        while True:
+            k = smallest_passing(passes, 0, hi)
+            if k is not None:
+                return k, True
+            if hi == n:
+                break
+            hi = min(2 * hi, n)
+        best = min(self.cache, key=lambda kk: (self.cache[kk][0], kk))
+        return best, False
+
+
+# ---------------------------------------------------------------------------- main entry
+
+
+def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: int | None = None,
+          seed: int = 0, force: bool = False, k_coefs: Sequence[float] | None = None,
+          n_train: int = 256, n_test: int = 128, progress: bool = True, name: str | None = None,
+          means: torch.Tensor | None = None, **overrides) -> Circuit:
+    """Prune ``run``'s model to the smallest circuit doing ``task`` within ``target_loss``.
+
+    ``task`` is a task name (``sparsecircuits.tasks.task_names()``) or a list of
+    ``TaskExample`` (or ``TaskItem``) for a user task (a quarter is held out as test).
+    Raises ``NotLearnedError`` (a ``UserError``) when the full model is below 80% accurate
+    on the test items, unless ``force`` (the circuit is then marked ``forced``).
+    ``means`` overrides the node means used by mean ablation; other ``PruneSettings``
+    fields (``lr``, ``batch_pairs``, ``threads``, ...) may be passed as keywords.
+    """
+    t0 = time.perf_counter()
+    s = PruneSettings(target_loss=float(target_loss), ablation=ablation, n_train=n_train, n_test=n_test)
+    if steps is not None:
+        s.steps = int(steps)
+    if k_coefs is not None:
+        s.k_coefs = [float(k) for k in k_coefs]
+    for key, value in overrides.items():
+        if not hasattr(s, key):
+            raise TypeError(f"prune() got an unexpected keyword argument {key!r}")
+        setattr(s, key, value)
+    if s.target_loss not in s.size_targets:
+        s.size_targets = sorted(set(s.size_targets) | {s.target_loss})
+    s.validate()
+    with _threads(s.threads):
+        return _prune(run, task, s, seed=int(seed), force=force, progress=progress, name=name, means=means, t0=t0)
+
+
+def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, name: str | None,
+           means: torch.Tensor | None, t0: float) -> Circuit:
+    model = run.model
+    model.eval()
+    nodes = NodeSet.from_model(model)
+    data = _resolve_task(run, task, name, s, seed)
+
+    masked_full = MaskedModel(model, None, nodes)
+    full_test = circuit_diffs(masked_full, None, data.test, s.eval_batch)
+    full_loss, full_acc = diff_loss(full_test), float((full_test > 0).float().mean())
+    if full_acc < s.min_accuracy and not force:
+        raise NotLearnedError(
+            f"the model is only {full_acc:.1%} accurate on task {data.name} (test items); pruning needs "
+            f">= {s.min_accuracy:.0%} (use --force / force=True to prune anyway)")
+    full_train_loss = diff_loss(circuit_diffs(masked_full, None, data.train, s.eval_batch))
+
+    timings = {"full_model": time.perf_counter() - t0}
+    tick = time.perf_counter()
+    masked = MaskedModel(model, ablation_baseline(run, s.ablation, means), nodes)
+    timings["means"] = time.perf_counter() - tick
+    timings["optimise"] = timings["bisect"] = 0.0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=s.steps * len(s.k_coefs), desc=f"prune {data.name}", disable=None if progress else True,
+               leave=False, dynamic_ncols=True)
+    candidates = []
+    try:
+        with _frozen(model):
+            for k_coef in s.k_coefs:
+                tick = time.perf_counter()
+                tau, curve = optimise_tau(masked, data, k_coef, s, seed, bar)
+                timings["optimise"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                order = torch.argsort(-tau, stable=True)
+                prober = _Prober(masked, order, data.train, s)
+                n_open = int((tau > 0).sum())
+                k, met = prober.smallest(s.target_loss, n_open)
+                keep = prober.keep(k)
+                edges = count_edges(model, nodes, keep)
+                candidates.append({"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k,
+                                   "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open})
+                timings["bisect"] += time.perf_counter() - tick
+    finally:
+        bar.close()
+
+    # fewest edges among circuits meeting the target (then fewest nodes, then lowest loss)
+    best = min(candidates, key=lambda c: (not c["met"], c["edges"] if c["met"] else 0, c["k"] if c["met"] else 0,
+                                          c["train_loss"]))
+    prober, k = best["prober"], best["k"]
+    keep = prober.keep(k)
+    a, b = prober.calibration(k)
+    test_diff = circuit_diffs(masked, keep, data.test, s.eval_batch)
+    test_cal = calibrated_diff(test_diff, orientation(data.test), a, b)
+
+    tick = time.perf_counter()
+    size_vs_target = []
+    for t in s.size_targets:
+        kt, met_t = prober.smallest(t, best["n_open"])
+        keep_t = prober.keep(kt)
+        at, bt = prober.calibration(kt)
+        d = calibrated_diff(circuit_diffs(masked, keep_t, data.test, s.eval_batch), orientation(data.test), at, bt)
+        size_vs_target.append({"target_loss": t, "n_nodes": kt, "n_edges": count_edges(model, nodes, keep_t),
+                               "loss": diff_loss(d), "train_loss": prober.loss(kt), "met": met_t})
+
+    timings["size_vs_target"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    prompt_ids = set()
+    for batch in (data.train, data.test):
+        for row, lp in zip(batch.tokens.tolist(), batch.last_pos.tolist()):
+            prompt_ids.update(row[:lp + 1])
+    answer_ids = set(data.train.correct_id.tolist()) | set(data.train.incorrect_id.tolist())
+    graph = build_graph(model, nodes, keep, best["tau"], prompt_ids, answer_ids, run.tokenizer)
+
+    timings["graph"] = time.perf_counter() - tick
+    settings = asdict(s)
+    settings["sweep"] = [{"k_coef": c["k_coef"], "n_nodes": c["k"], "n_edges": c["edges"], "n_open": c["n_open"],
+                          "train_loss": c["train_loss"], "met": c["met"]} for c in candidates]
+    settings["k_coef"] = best["k_coef"]
+    settings["full_train_loss"] = full_train_loss
+    settings["n_train_examples"] = len(data.train)
+    settings["n_test_examples"] = len(data.test)
+    metrics = {
+        "full_loss": full_loss,
+        "full_accuracy": full_acc,
+        "circuit_loss": diff_loss(test_cal),
+        "circuit_accuracy": float((test_cal > 0).float().mean()),
+        "circuit_train_loss": best["train_loss"],
+        "target_met": best["met"],
+        "n_nodes": int(keep.sum()),
+        "n_edges": graph["n_edges"],
+        "n_edges_with_io": graph["n_edges_with_io"],
+        "nodes_by_site": nodes.kind_counts(keep),
+        "target_loss": s.target_loss,
+        "ablation": s.ablation,
+        "curve": [{"step": c["step"], "loss": c["loss"], "n_open": c["n_open"]} for c in best["curve"]],
+        "size_vs_target": size_vs_target,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    cfg = model.cfg
+    return Circuit(task=data.name, run=str(run.path), model={k: int(getattr(cfg, k)) for k in MODEL_KEYS},
+                   nodes=graph["nodes"], links=graph["links"], keep=keep,
+                   calibration={"scale": a, "shift": b}, metrics=metrics, settings=settings, seed=int(seed),
+                   forced=bool(full_acc < s.min_accuracy), _run=run,
+                   _baselines={s.ablation: masked.baseline})

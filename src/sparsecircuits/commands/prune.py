@@ -1,0 +1,137 @@
+"""`sparsecircuits prune RUN_DIR --task NAME`: prune a trained model to a task circuit.
+
+Writes ``RUN_DIR/circuits/<task>/circuit.json`` and prints one summary line.  With
+``--all-tasks`` every built-in task the model has learned (>= 80% test accuracy) is
+pruned, the others are skipped with a note, and ``RUN_DIR/circuits/summary.json`` plus a
+table with the geometric mean of edge counts (SPEC §4) are written.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a trained model to the smallest circuit for a task",
+                       description="Prune a trained model to the smallest circuit that does a task.")
+    p.add_argument("run_dir", type=Path, help="run directory (runs/NAME)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--task", help="built-in task name (see 'sparsecircuits tasks list')")
+    which.add_argument("--tasks-file", type=Path, help="JSONL of {prompt, correct, incorrect} examples")
+    which.add_argument("--all-tasks", action="store_true", help="prune every built-in task the model learned")
+    p.add_argument("--name", help="name for a --tasks-file task (default: the file's stem)")
+    p.add_argument("--target-loss", type=float, default=0.15, help="task loss the circuit must reach (default 0.15)")
+    p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="how pruned nodes are replaced")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps per k_coef (default: built in)")
+    p.add_argument("--k-coefs", default=None, help="comma-separated sparsity penalties to sweep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="prune even if the model is below 80%% accurate")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads while pruning (default: torch's own; 1 is often faster on a busy machine)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def _k_coefs(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--k-coefs expects comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise UserError("--k-coefs is empty")
+    return values
+
+
+def _summary_line(c, path: Path) -> str:
+    m = c.metrics
+    flag = " (forced)" if c.forced else ""
+    met = "" if m.get("target_met", True) else f" [target {m['target_loss']} not met]"
+    return (f"{c.task}{flag}: {m['n_nodes']} nodes, {m['n_edges']} edges; circuit loss {m['circuit_loss']:.3f} "
+            f"(acc {m['circuit_accuracy']:.0%}), full model {m['full_loss']:.3f} (acc {m['full_accuracy']:.0%}); "
+            f"{m['seconds']:.0f}s{met} -> {path}")
+
+
+def geometric_mean(values: list[int]) -> float | None:
+    """Geometric mean of edge counts, each floored at 1 (a 0-edge circuit would zero it)."""
+    if not values:
+        return None
+    return math.exp(sum(math.log(max(v, 1)) for v in values) / len(values))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..circuits.prune import NotLearnedError, prune
+    from ..io import atomic_write_json
+    from ..run import load_run
+
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if not (args.task or args.tasks_file or args.all_tasks):
+        raise UserError("prune needs --task NAME, --tasks-file FILE or --all-tasks")
+    if args.name and not args.tasks_file:
+        raise UserError("--name goes with --tasks-file")
+    kwargs = dict(target_loss=args.target_loss, ablation=args.ablation, steps=args.steps, seed=args.seed,
+                  force=args.force, k_coefs=_k_coefs(args.k_coefs), progress=not args.no_progress,
+                  threads=args.threads)
+    if args.tasks_file:
+        from ..tasks.base import load_jsonl_examples
+
+        name = args.name or args.tasks_file.stem
+        if not _NAME_RE.match(name):
+            raise UserError(f"task name {name!r} may only use letters, digits, '_', '-' and '.'")
+        examples = load_jsonl_examples(args.tasks_file)
+        tasks: list = [(name, examples)]
+    elif args.task:
+        from ..tasks.python_tasks import get_task
+
+        get_task(args.task)  # unknown name -> UserError before loading the model
+        tasks = [(args.task, args.task)]
+    else:
+        from ..tasks.python_tasks import task_names
+
+        tasks = [(n, n) for n in task_names()]
+    run_ = load_run(args.run_dir)
+    out_root = Path(args.run_dir) / "circuits"
+
+    results, skipped = [], []
+    for name, task in tasks:
+        try:
+            circuit = prune(run_, task, name=name, **kwargs)
+        except UserError as exc:  # not learned, or an answer this tokenizer splits
+            if not args.all_tasks:
+                raise
+            kind = "not learned" if isinstance(exc, NotLearnedError) else "error"
+            skipped.append({"task": name, "reason": str(exc), "kind": kind})
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+            continue
+        path = circuit.save(out_root / name / "circuit.json")
+        print(_summary_line(circuit, path))
+        m = circuit.metrics
+        results.append({"task": name, "n_nodes": m["n_nodes"], "n_edges": m["n_edges"],
+                        "n_edges_with_io": m["n_edges_with_io"], "circuit_loss": m["circuit_loss"],
+                        "circuit_accuracy": m["circuit_accuracy"], "full_loss": m["full_loss"],
+                        "full_accuracy": m["full_accuracy"], "target_met": m.get("target_met", True),
+                        "forced": circuit.forced, "seconds": m["seconds"], "path": str(path)})
+    if args.all_tasks:
+        gm = geometric_mean([r["n_edges"] for r in results])
+        summary = {"run": str(args.run_dir), "target_loss": args.target_loss, "ablation": args.ablation,
+                   "geomean_edges": gm, "tasks": results, "skipped": skipped}
+        atomic_write_json(out_root / "summary.json", summary)
+        print(f"{'task':<28} {'nodes':>6} {'edges':>7} {'loss':>7} {'acc':>5}")
+        for r in results:
+            print(f"{r['task']:<28} {r['n_nodes']:>6} {r['n_edges']:>7} {r['circuit_loss']:>7.3f} "
+                  f"{r['circuit_accuracy']:>5.0%}")
+        gm_text = "n/a" if gm is None else f"{gm:.1f}"
+        print(f"{len(results)} circuits, {len(skipped)} tasks skipped; geometric mean of edges {gm_text} "
+              f"-> {out_root / 'summary.json'}")
+    return 0
