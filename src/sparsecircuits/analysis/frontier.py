@@ -1,0 +1,489 @@
+"""The capability-interpretability frontier: circuit size against pretraining loss.
+
+The paper's headline (SPEC §6): at matched pretraining loss, sparse models' circuits are
+about 16x smaller (edges) than dense models'.  ``frontier`` measures the same thing on a
+grid of models over weight density (1.0 = dense) and width:
+
+1. train each grid point into ``OUT/<name>/`` (skipped when ``model.safetensors`` is
+   there; resumed when checkpoints are);
+2. prune each model on each task, once, with ``target_loss`` = 0.15 (or the middle of
+   ``targets``) and ``size_targets`` = ``targets``: the circuit sizes at the other targets
+   are read off the same node ranking by bisection (``metrics.size_vs_target``), which
+   costs a fraction of a separate pruning per target.  Circuits are saved to
+   ``OUT/<name>/circuits/<task>/circuit.json`` and reused when their settings match;
+   a task the model has not learned (below 80% accuracy) is skipped and noted;
+3. per model and target, the geometric mean of edges (and nodes) over tasks.  Curves
+   compare geometric means over the same tasks: those whose circuits met the target in
+   every model (``common_tasks``); if none, each model's own met tasks.  A circuit with
+   no edge counts as one edge (a geometric mean needs positive sizes);
+4. the dense-to-sparse size ratio at matched pretraining loss: along each density's
+   curve, log-size is interpolated linearly in val loss; the ratio is the geometric mean
+   of dense/sparse over a grid spanning the losses both curves cover.  When the curves do
+   not overlap, a straight-line fit of log-size vs loss extrapolates the curve with two
+   or more points, and the ratio is marked ``extrapolated``;
+5. ``frontier.json`` and the plots ``frontier_edges.png`` / ``frontier_nodes.png``
+   (log y, one curve per density, one panel per target).
+
+Grids (``GRIDS``): ``smoke`` (four one-layer toy models, seconds; prunes with ``force``
+because such models learn no task, and targets 0.3 and 0.7 by default, one out of reach
+and one met by a near-empty circuit: it checks the plumbing, not the science), ``cpu``
+(2 layers, d_model 32 and 64 x density 1, 1/4, 1/16, 1800 steps of 32 x 128 tokens.
+Measured on a shared 2-core machine with one torch thread: 0.30 s per step at d_model 32
+and 0.41 s at 64, so about 65 minutes of training there, less on 2 free cores; pruning
+costs 1-4 minutes per learned task.  Small models learn ``else_elif`` and
+``lambda_func`` first: at 1200 steps neither width reached 80% on any task (else_elif
+58-61%, lambda_func 71-77%); a d_model 64 dense model reached else_elif 96% and
+lambda_func 81% after 1500 of 2500 steps.  The quote and bracket tasks come much later
+and are usually skipped on this grid; ``--steps`` buys more) and ``gpu`` (4 layers, d_model 128-512 x density 1 to 1/64, 10k steps).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+
+DEFAULT_TARGETS = (0.1, 0.15, 0.3)
+PAPER_RATIO = 16.0
+PRUNE_KEYS = ("steps", "k_coefs", "n_train", "n_test", "ablation")
+
+GRIDS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "widths": [16, 32], "densities": [1.0, 0.25], "n_layer": 1, "d_head": 8, "vocab_size": 512,
+        "train": {"steps": 12, "batch_size": 4, "lr": 1e-2, "eval_every": 6, "eval_batches": 1, "log_every": 6,
+                  "checkpoint_every": 6},
+        "block_size": 96,
+        "prune": {"steps": 8, "k_coefs": [1e-2], "n_train": 8, "n_test": 8},
+        "tasks": ["single_double_quote"], "force": True, "targets": [0.3, 0.7],
+    },
+    "cpu": {
+        "widths": [32, 64], "densities": [1.0, 0.25, 0.0625], "n_layer": 2, "d_head": 16, "vocab_size": 2048,
+        "train": {"steps": 1800, "batch_size": 32, "lr": 1e-2, "eval_every": 450, "eval_batches": 10,
+                  "checkpoint_every": 450},
+        "block_size": 128,
+        "prune": {"steps": 150, "k_coefs": [3e-3, 1e-2], "n_train": 128, "n_test": 64},
+        # the tasks small models learn first (measured), then the paper's two case studies
+        "tasks": ["else_elif", "lambda_func", "single_double_quote", "bracket_counting"], "force": False,
+    },
+    "gpu": {
+        "widths": [128, 256, 512], "densities": [1.0, 0.25, 0.0625, 1 / 64], "n_layer": 4, "d_head": 16,
+        "vocab_size": 2048,
+        "train": {"steps": 10_000, "batch_size": 64, "lr": 1e-2, "eval_every": 1000, "eval_batches": 20,
+                  "checkpoint_every": 1000, "device": "cuda"},
+        "block_size": 256,
+        "prune": {"steps": 300, "k_coefs": [1e-3, 3e-3, 1e-2], "n_train": 256, "n_test": 128},
+        "tasks": ["single_double_quote", "bracket_counting", "set_or_string", "for_while", "if_ternary",
+                  "lambda_func", "enumerate_range", "var_if"], "force": False,
+    },
+}
+
+
+@dataclass
+class GridPoint:
+    name: str
+    width: int
+    density: float
+    sets: list[str] = field(default_factory=list)
+
+
+def density_label(density: float) -> str:
+    """``1.0 -> "dense"``, ``0.25 -> "1/4"``, other values as written."""
+    if density >= 1.0:
+        return "dense"
+    inv = 1.0 / density
+    return f"1/{round(inv)}" if abs(inv - round(inv)) < 1e-6 else f"{density:g}"
+
+
+def point_name(width: int, density: float) -> str:
+    lab = density_label(density)
+    return f"w{width}-" + ("dense" if lab == "dense" else "s" + lab.replace("1/", "").replace(".", "p"))
+
+
+def grid_points(grid: str, device: str | None = None, steps: int | None = None) -> list[GridPoint]:
+    """The models of a grid, densest first, each with its ``--set`` overrides.
+
+    ``steps`` replaces the grid's training length (evaluations and checkpoints then
+    every quarter of it): small models learn the tasks slowly, so a longer budget buys
+    a denser frontier.
+    """
+    if grid not in GRIDS:
+        raise UserError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    if steps is not None and steps < 1:
+        raise UserError(f"steps must be >= 1, got {steps}")
+    g = GRIDS[grid]
+    train_sets = dict(g["train"])
+    if steps is not None:
+        every = max(1, steps // 4)
+        train_sets.update(steps=steps, eval_every=every, checkpoint_every=every)
+    out = []
+    for density in g["densities"]:
+        for w in g["widths"]:
+            n_head = max(1, w // g["d_head"])
+            sets = [f"model.n_layer={g['n_layer']}", f"model.d_model={w}", f"model.n_head={n_head}",
+                    f"model.d_head={g['d_head']}", f"model.d_mlp={4 * w}", f"model.block_size={g['block_size']}",
+                    f"train.density={density}", f"data.vocab_size={g['vocab_size']}"]
+            sets += [f"train.{k}={v}" for k, v in train_sets.items() if not (k == "device" and device)]
+            if device:
+                sets.append(f"train.device={device}")
+            out.append(GridPoint(point_name(w, density), w, density, sets))
+    return out
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def ensure_trained(point: GridPoint, out: Path, data_dir: Path, progress: bool = True) -> tuple[Path, str]:
+    """Train a grid point, or reuse / resume it; returns ``(run_dir, "reused"|"resumed"|"trained")``."""
+    from ..config import RunConfig, build_config
+    from ..train import checkpoint as ckpt
+    from ..train.trainer import train
+
+    run_dir = out / point.name
+    cfg = build_config(None, None, point.sets + [f"data.data_dir={data_dir}"])
+    if (run_dir / "model.safetensors").is_file():
+        _check_same(run_dir, cfg, point)
+        return run_dir, "reused"
+    if (run_dir / "config.json").is_file() and ckpt.list_checkpoints(run_dir / "checkpoints"):
+        _check_same(run_dir, cfg, point)
+        saved = RunConfig.load(run_dir / "config.json")
+        train(saved, run_dir, resume=True, progress=progress)
+        return run_dir, "resumed"
+    # a run stopped before its first checkpoint: only the files training writes first are there
+    for name in ("config.json", "tokenizer.json", "metrics.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)
+    train(cfg, run_dir, progress=progress)
+    return run_dir, "trained"
+
+
+def _check_same(run_dir: Path, cfg, point: GridPoint) -> None:
+    from ..config import RunConfig
+
+    saved = RunConfig.load(run_dir / "config.json")
+    mine = (cfg.model.n_layer, cfg.model.d_model, cfg.train.density, cfg.train.steps)
+    theirs = (saved.model.n_layer, saved.model.d_model, saved.train.density, saved.train.steps)
+    if mine != theirs:
+        raise UserError(f"{run_dir} holds another model (n_layer, d_model, density, steps = {theirs}, "
+                        f"grid wants {mine}); choose another --out")
+
+
+def val_loss(run_dir: Path) -> float | None:
+    """The last ``val_loss`` in ``metrics.jsonl``."""
+    path = run_dir / "metrics.jsonl"
+    last = None
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("val_loss") is not None:
+                last = float(rec["val_loss"])
+    return last
+
+
+def count_nonzeros(model) -> tuple[int, int]:
+    """(nonzero, total) entries of the weight-sparsified tensors."""
+    from ..train.evaluation import nonzero_table
+
+    rows = [r for r in nonzero_table(model) if not r["dense_by_design"]]
+    return sum(r["nonzero"] for r in rows), sum(r["numel"] for r in rows)
+
+
+# ---------------------------------------------------------------------------- pruning
+
+
+def _cached_circuit(path: Path, want: dict, targets: Sequence[float]):
+    from ..circuits.circuit import Circuit
+
+    if not path.is_file():
+        return None
+    weights = path.parents[2] / "model.safetensors"  # RUN/circuits/TASK/circuit.json
+    if weights.is_file() and path.stat().st_mtime_ns < weights.stat().st_mtime_ns:
+        return None  # pruned from an earlier model
+    try:
+        c = Circuit.load(path)
+    except UserError:
+        return None
+    s = c.settings
+    if any(s.get(k) != want[k] for k in PRUNE_KEYS) or s.get("target_loss") != want["target_loss"]:
+        return None
+    have = {round(float(r["target_loss"]), 6) for r in c.metrics.get("size_vs_target", [])}
+    if not all(round(float(t), 6) in have for t in targets):
+        return None
+    return c
+
+
+def prune_sizes(run, task: str, targets: Sequence[float], settings: dict, force: bool, progress: bool = True) -> dict:
+    """Circuit sizes of one model on one task at each target (cached next to the run)."""
+    from ..circuits import NotLearnedError, prune
+
+    main = 0.15 if 0.15 in targets else sorted(targets)[len(targets) // 2]
+    want = {"target_loss": main, "ablation": "mean", **settings}
+    path = Path(run.path) / "circuits" / task / "circuit.json"
+    c = _cached_circuit(path, want, targets)
+    cached = c is not None
+    if c is None:
+        try:
+            c = prune(run, task, target_loss=main, steps=want["steps"], k_coefs=want["k_coefs"],
+                      n_train=want["n_train"], n_test=want["n_test"], ablation=want["ablation"], force=force,
+                      progress=progress, size_targets=sorted(set(targets) | {main}))
+        except NotLearnedError as exc:
+            return {"skipped": str(exc)}
+        except UserError as exc:  # e.g. a prompt longer than the context
+            return {"skipped": f"could not prune: {exc}"}
+        c.save(path)
+    rows = {round(float(r["target_loss"]), 6): r for r in c.metrics.get("size_vs_target", [])}
+    out: dict[str, Any] = {"full_accuracy": c.metrics.get("full_accuracy"), "forced": bool(c.forced),
+                           "cached": cached, "targets": {}}
+    for t in targets:
+        r = rows.get(round(float(t), 6))
+        if r is None:
+            out["targets"][f"{t:g}"] = {"nodes": None, "edges": None, "met": False}
+        else:
+            met = bool(r.get("met", True))
+            out["targets"][f"{t:g}"] = {"nodes": int(r["n_nodes"]) if met else None,
+                                        "edges": int(r["n_edges"]) if met else None,
+                                        "loss": r.get("loss"), "met": met}
+    return out
+
+
+# ---------------------------------------------------------------------------- aggregation
+
+
+def geomean(values: Sequence[float]) -> float | None:
+    """Geometric mean of sizes, each counted as at least 1; None for no values."""
+    vals = [max(float(v), 1.0) for v in values if v is not None]
+    if not vals:
+        return None
+    return float(math.exp(sum(math.log(v) for v in vals) / len(vals)))
+
+
+def _clean(points: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (loss, log size) with duplicate losses averaged; sizes <= 0 or None dropped."""
+    by: dict[float, list[float]] = {}
+    for loss, size in points:
+        if loss is None or size is None or not math.isfinite(loss) or size <= 0:
+            continue
+        by.setdefault(float(loss), []).append(math.log(size))
+    xs = np.array(sorted(by))
+    ys = np.array([float(np.mean(by[x])) for x in xs])
+    return xs, ys
+
+
+def matched_ratio(dense: Sequence[tuple[float, float]], sparse: Sequence[tuple[float, float]],
+                  n_grid: int = 9) -> dict:
+    """Dense/sparse circuit-size ratio at matched pretraining loss.
+
+    ``dense`` and ``sparse`` are ``(val_loss, size)`` points of two curves.  Inside the
+    loss range both cover, log-size is interpolated linearly in loss and the ratio is
+    the geometric mean over ``n_grid`` evenly spaced losses.  Without overlap, the curve
+    with at least two points is extended by a least-squares line (``extrapolated``).
+    """
+    dx, dy = _clean(dense)
+    sx, sy = _clean(sparse)
+    res: dict[str, Any] = {"ratio": None, "loss_range": None, "extrapolated": False}
+    if len(dx) == 0 or len(sx) == 0:
+        res["note"] = "a curve has no points"
+        return res
+    lo, hi = max(dx[0], sx[0]), min(dx[-1], sx[-1])
+    if lo <= hi:
+        grid = np.linspace(lo, hi, n_grid) if hi > lo else np.array([lo])
+        diff = np.interp(grid, dx, dy) - np.interp(grid, sx, sy)
+        res.update(ratio=float(np.exp(diff.mean())), loss_range=[float(lo), float(hi)])
+        return res
+    if len(dx) >= 2:
+        a, b = np.polyfit(dx, dy, 1)
+        diff = (a * sx + b) - sy
+        at = sx
+    elif len(sx) >= 2:
+        a, b = np.polyfit(sx, sy, 1)
+        diff = dy - (a * dx + b)
+        at = dx
+    else:
+        res["note"] = "the curves do not overlap in loss and neither has two points"
+        return res
+    res.update(ratio=float(np.exp(diff.mean())), loss_range=[float(at.min()), float(at.max())], extrapolated=True)
+    return res
+
+
+def summarize(models: list[dict], tasks: Sequence[str], targets: Sequence[float]) -> dict:
+    """Geometric means per model and target, and dense-vs-sparse ratios per target."""
+    summary: dict[str, Any] = {}
+    for t in targets:
+        key = f"{t:g}"
+        met_by = [{task for task in tasks if (m["tasks"].get(task, {}).get("targets", {}).get(key) or {}).get("met")}
+                  for m in models]
+        common = sorted(set.intersection(*met_by)) if met_by else []
+        for m, mine in zip(models, met_by):
+            use = common if common else sorted(mine)
+            sizes = [m["tasks"][task]["targets"][key] for task in use]
+            m.setdefault("geomean", {})[key] = {
+                "edges": geomean([s["edges"] for s in sizes]), "nodes": geomean([s["nodes"] for s in sizes]),
+                "tasks": use}
+        curves = curves_by_density(models, key)
+        ratios = {}
+        if 1.0 in curves:
+            for dens, pts in curves.items():
+                if dens >= 1.0:
+                    continue
+                ratios[density_label(dens)] = {
+                    "edges": matched_ratio([(x, e) for x, e, _ in curves[1.0]], [(x, e) for x, e, _ in pts]),
+                    "nodes": matched_ratio([(x, n) for x, _, n in curves[1.0]], [(x, n) for x, _, n in pts])}
+        summary[key] = {"common_tasks": common, "dense_over_sparse": ratios}
+    return summary
+
+
+def curves_by_density(models: list[dict], key: str) -> dict[float, list[tuple[float, float, float]]]:
+    """``{density: [(val_loss, geomean edges, geomean nodes), ...]}`` sorted by loss."""
+    curves: dict[float, list] = {}
+    for m in models:
+        g = m.get("geomean", {}).get(key) or {}
+        if m.get("val_loss") is None or g.get("edges") is None:
+            continue
+        curves.setdefault(m["density"], []).append((m["val_loss"], g["edges"], g["nodes"]))
+    return {d: sorted(v) for d, v in sorted(curves.items(), reverse=True)}
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def plot_frontier(models: list[dict], targets: Sequence[float], out: Path) -> list[Path]:
+    """``frontier_edges.png`` and ``frontier_nodes.png``: size (log y) vs val loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    paths = []
+    for idx, what in ((1, "edges"), (2, "nodes")):
+        fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.6), squeeze=False)
+        for ax, t in zip(axes[0], targets):
+            curves = curves_by_density(models, f"{t:g}")
+            for dens, pts in curves.items():
+                xs = [p[0] for p in pts]
+                ys = [p[idx] for p in pts]
+                ax.plot(xs, ys, marker="o", label=density_label(dens))
+            ax.set_yscale("log")
+            ax.set_xlabel("pretraining val loss (nats/token)")
+            ax.set_ylabel(f"circuit {what} (geometric mean)")
+            ax.set_title(f"target task loss {t:g}")
+            ax.grid(True, which="both", alpha=0.3)
+            if curves:
+                ax.legend(title="density", fontsize=8)
+        fig.tight_layout()
+        path = out / f"frontier_{what}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
+             targets: Sequence[float] | None = None, data_dir: str | Path | None = None,
+             device: str | None = None, progress: bool = True, steps: int | None = None) -> dict:
+    """Train (or reuse) a grid of models, prune them, write ``frontier.json`` and plots."""
+    from ..io import atomic_write_json
+    from ..run import load_run
+    from ..tasks.python_tasks import get_task
+
+    if grid not in GRIDS:
+        raise UserError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    g = GRIDS[grid]
+    tasks = list(tasks) if tasks else list(g["tasks"])
+    for t in tasks:
+        get_task(t)  # a clear error for an unknown name
+    targets = sorted(set(float(t) for t in (targets or g.get("targets", DEFAULT_TARGETS))))
+    if not targets or any(not (t > 0 and math.isfinite(t)) for t in targets):
+        raise UserError(f"targets must be positive numbers, got {targets}")
+    out = Path(out)
+    grid_points(grid, device, steps)  # bad --steps: an error before any data is built
+    if data_dir is None:
+        if grid == "smoke":
+            raise UserError("the smoke grid needs --data DIR (e.g. a tiny data dir from 'data build')")
+        from ..data.build import ensure_default_data
+
+        data_dir = ensure_default_data(vocab_size=g["vocab_size"], progress=progress)
+    data_dir = Path(data_dir).resolve()
+    if not (data_dir / "train.bin").is_file():
+        raise UserError(f"data directory {data_dir} has no train.bin; build it with 'sparsecircuits data build'")
+    out.mkdir(parents=True, exist_ok=True)
+    points = grid_points(grid, device, steps)
+    models = []
+    t_all = time.perf_counter()
+    for i, p in enumerate(points, 1):
+        t0 = time.perf_counter()
+        _say(f"[{i}/{len(points)}] {p.name}: width {p.width}, density {density_label(p.density)}", progress)
+        run_dir, how = ensure_trained(p, out, data_dir, progress)
+        t_train = time.perf_counter() - t0
+        run = load_run(run_dir, device=device or g["train"].get("device", "cpu"))
+        nz, total = count_nonzeros(run.model)
+        rec = {"name": p.name, "density": p.density, "width": p.width, "n_layer": run.model.cfg.n_layer,
+               "nonzeros": nz, "sparse_params": total, "val_loss": val_loss(run_dir), "training": how,
+               "train_seconds": round(t_train, 1), "tasks": {}}
+        for task in tasks:
+            t1 = time.perf_counter()
+            r = prune_sizes(run, task, targets, dict(g["prune"]), g["force"], progress)
+            r["seconds"] = round(time.perf_counter() - t1, 1)
+            rec["tasks"][task] = r
+            _say(f"    {task}: " + (r["skipped"] if "skipped" in r else ", ".join(
+                f"{k}: {v['nodes']} nodes / {v['edges']} edges" if v["met"] else f"{k}: not met"
+                for k, v in r["targets"].items()) + (" (cached)" if r["cached"] else "")), progress)
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        val = "?" if rec["val_loss"] is None else f"{rec['val_loss']:.3f}"
+        _say(f"    {how}, val loss {val}, {nz}/{total} nonzero, {rec['seconds']:.0f} s", progress)
+        models.append(rec)
+    summary = summarize(models, tasks, targets)
+    result = {"grid": grid, "tasks": tasks, "targets": targets, "data_dir": str(data_dir),
+              "paper_ratio_edges": PAPER_RATIO, "models": models, "summary": summary,
+              "seconds": round(time.perf_counter() - t_all, 1)}
+    atomic_write_json(out / "frontier.json", _jsonable(result))
+    result["plots"] = [str(p) for p in plot_frontier(models, targets, out)]
+    return result
+
+
+def ratio_lines(result: dict) -> list[str]:
+    """Human-readable dense/sparse ratios next to the paper's ~16x."""
+    lines = []
+    for key, s in result["summary"].items():
+        for dens, r in s["dense_over_sparse"].items():
+            parts = []
+            for what in ("edges", "nodes"):
+                x = r[what]
+                if x["ratio"] is None:
+                    parts.append(f"{what}: n/a")
+                else:
+                    parts.append(f"{what} {x['ratio']:.2f}x" + (" (extrapolated)" if x["extrapolated"] else ""))
+            lines.append(f"target {key}: dense/sparse({dens}) at matched loss: {', '.join(parts)} "
+                         f"(paper: ~{PAPER_RATIO:g}x edges)")
+    return lines
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    return x
