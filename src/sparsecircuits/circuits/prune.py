@@ -55,9 +55,9 @@ from .graph import build_graph, count_edges
 from .masking import ABLATIONS, MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
 
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 60
 DEFAULT_LR = 1e-2
-DEFAULT_K_COEFS = (3e-4, 1e-3, 3e-3)
+DEFAULT_K_COEFS = (1e-3, 3e-3, 1e-2)
 SIZE_TARGETS = (0.05, 0.1, 0.15, 0.2, 0.3)
 MIN_ACCURACY = 0.8
 
@@ -87,6 +87,7 @@ class PruneSettings:
     curve_every: int = 10
     length_buckets: int = 4  # sub-batches per step, by prompt length (speed only)
     eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
+    n_probe: int = 128  # train pairs (or examples x2) the bisection evaluates on
     threads: int = 0  # torch threads while pruning; 0 = leave torch's default
     size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
 
@@ -145,6 +146,14 @@ class _TaskData:
     @property
     def n_train_groups(self) -> int:
         return len(self.train) // self.group
+
+    def probe(self, n_groups: int):
+        """Up to ``n_groups`` evenly spaced train groups (all lengths represented) for bisection."""
+        total = self.n_train_groups
+        if n_groups >= total:
+            return self.train
+        groups = torch.linspace(0, total - 1, n_groups).round().long().unique()
+        return self.train.select((groups[:, None] * self.group + torch.arange(self.group)).flatten())
 
 
 def _resolve_task(run, task, name: str | None, s: PruneSettings, seed: int) -> _TaskData:
@@ -362,7 +371,8 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
         raise NotLearnedError(
             f"the model is only {full_acc:.1%} accurate on task {data.name} (test items); pruning needs "
             f">= {s.min_accuracy:.0%} (use --force / force=True to prune anyway)")
-    full_train_loss = diff_loss(circuit_diffs(masked_full, None, data.train, s.eval_batch))
+    probe = data.probe(max(1, s.n_probe * 2 // data.group))
+    full_train_loss = diff_loss(circuit_diffs(masked_full, None, probe, s.eval_batch))
 
     timings = {"full_model": time.perf_counter() - t0}
     tick = time.perf_counter()
@@ -382,7 +392,7 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
                 timings["optimise"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 order = torch.argsort(-tau, stable=True)
-                prober = _Prober(masked, order, data.train, s)
+                prober = _Prober(masked, order, probe, s)
                 n_open = int((tau > 0).sum())
                 k, met = prober.smallest(s.target_loss, n_open)
                 keep = prober.keep(k)
@@ -428,6 +438,7 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
     settings["k_coef"] = best["k_coef"]
     settings["full_train_loss"] = full_train_loss
     settings["n_train_examples"] = len(data.train)
+    settings["n_probe_examples"] = len(probe)
     settings["n_test_examples"] = len(data.test)
     metrics = {
         "full_loss": full_loss,
