@@ -71,7 +71,7 @@ GRIDS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "widths": [32, 64], "densities": [1.0, 0.25, 0.0625], "n_layer": 2, "d_head": 16, "vocab_size": 2048,
-        "train": {"steps": 1800, "batch_size": 32, "lr": 1e-2, "eval_every": 450, "eval_batches": 10,
+        "train": {"steps": 1800, "batch_size": 32, "lr": 0.1, "eval_every": 450, "eval_batches": 10,
                   "checkpoint_every": 450},
         "block_size": 128,
         "prune": {"steps": 150, "k_coefs": [3e-3, 1e-2], "n_train": 128, "n_test": 64},
