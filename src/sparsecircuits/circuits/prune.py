@@ -87,7 +87,7 @@ class PruneSettings:
     curve_every: int = 10
     length_buckets: int = 4  # sub-batches per step, by prompt length (speed only)
     eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
-    n_probe: int = 128  # train pairs (or examples x2) the bisection evaluates on
+    n_probe: int = 256  # train pairs (or examples x2) the bisection evaluates on (256: all of them)
     threads: int = 0  # torch threads while pruning; 0 = leave torch's default
     size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
 
@@ -414,13 +414,11 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
 
     tick = time.perf_counter()
     size_vs_target = []
-    for t in s.size_targets:
+    for t in s.size_targets:  # same ranking, same train items; loss is the calibrated train loss
         kt, met_t = prober.smallest(t, best["n_open"])
-        keep_t = prober.keep(kt)
-        at, bt = prober.calibration(kt)
-        d = calibrated_diff(circuit_diffs(masked, keep_t, data.test, s.eval_batch), orientation(data.test), at, bt)
-        size_vs_target.append({"target_loss": t, "n_nodes": kt, "n_edges": count_edges(model, nodes, keep_t),
-                               "loss": diff_loss(d), "train_loss": prober.loss(kt), "met": met_t})
+        size_vs_target.append({"target_loss": t, "n_nodes": kt,
+                               "n_edges": count_edges(model, nodes, prober.keep(kt)),
+                               "loss": prober.loss(kt), "met": met_t})
 
     timings["size_vs_target"] = time.perf_counter() - tick
     tick = time.perf_counter()

@@ -12,8 +12,6 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import UserError
-
 ALWAYS = ("single_double_quote", "bracket_counting")
 LEARNED = 0.80
 
@@ -79,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = choose_tasks(scores, args.extra_tasks)
     _stage(4, n, f"prune: {', '.join(chosen)}")
-    from ..circuits import Circuit, prune
+    from ..circuits import prune
 
     acc = {s["task"]: s["accuracy"] for s in scores}
     for task in chosen:
@@ -93,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
         circuit = prune(run_, task, force=force)
         circuit.save(path)
         m = circuit.metrics
+        met = "met" if m["circuit_loss"] <= m["target_loss"] else "NOT met on test items"
         print(f"    {task}: {m['n_nodes']} nodes, {m['n_edges']} edges, circuit loss {m['circuit_loss']:.3f} "
-              f"(target {m['target_loss']})")
+              f"on test items (target {m['target_loss']}: {met})")
 
     _stage(5, n, "details: top-activating snippets, class activations, ablation effects")
     from ..analysis.node_details import attach_details
