@@ -65,3 +65,19 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{what} is not valid JSON: {path} ({exc})") from None
+
+
+def to_jsonable(x: Any) -> Any:
+    """Plain JSON types from tensors, numpy scalars and tuples; non-finite floats become
+    null, since JSON has no inf or nan and a strict reader would reject the file."""
+    import math
+
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # torch.Tensor, np.ndarray, np.generic
+        return to_jsonable(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return x

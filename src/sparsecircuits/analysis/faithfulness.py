@@ -62,6 +62,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..io import to_jsonable
 from ..circuits.circuit import (
     MODEL_KEYS,
     Circuit,
@@ -700,16 +701,7 @@ def write_checks(circuit_path: str | Path, checks: dict, merge: bool = True) -> 
     atomic_write_json(path, obj)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.tolist())
-    return x
+_jsonable = to_jsonable  # one conversion for every JSON file we write
 
 
 __all__ = ["CHECK_NAMES", "ExamplesTask", "circuit_from_keep", "default_checks", "encode_items", "format_table",

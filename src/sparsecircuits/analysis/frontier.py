@@ -54,6 +54,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..io import to_jsonable
 from ..errors import UserError
 
 DEFAULT_TARGETS = (0.1, 0.15, 0.3)
@@ -488,13 +489,4 @@ def ratio_lines(result: dict) -> list[str]:
     return lines
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    return x
+_jsonable = to_jsonable  # one conversion for every JSON file we write

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..io import to_jsonable
 from ..errors import UserError
 from .masking import MaskedModel, ablation_baseline
 from .nodes import SITE_KINDS, NodeSet
@@ -282,17 +283,7 @@ class Circuit:
         return cls.from_json(read_json(path, what="circuit file"), source=str(path))
 
 
-def _jsonable(x: Any) -> Any:
-    """Plain JSON types; non-finite floats become null (JSON has no inf/nan)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.tolist())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    return x
+_jsonable = to_jsonable  # one conversion for every JSON file we write
 
 
 def encode_for_run(run, examples: Sequence, task_name: str = "custom"):
