@@ -76,6 +76,9 @@ def test_bisection_finds_the_smallest_size_on_a_monotone_predicate():
         assert smallest_passing(passes, 0, 64) == true_k
         assert len(set(calls)) <= 9  # logarithmic
     assert smallest_passing(lambda k: k >= 100, 0, 64) is None  # hi fails: nothing to find
+    # a relative tolerance (for the coarse size-vs-target curve) stays within it, and passes
+    k = smallest_passing(lambda k: k >= 1000, 0, 5000, rel_tol=0.02)
+    assert 1000 <= k <= 1020
 
 
 def test_bisection_returns_a_passing_size_on_a_non_monotone_predicate():

@@ -5,28 +5,37 @@ The recipe, and the choices made where the paper leaves room:
 1. One mask parameter ``tau`` per node, init normal(0.1, 0.01), shared over prompts and
    positions; forward ``Heaviside(tau)``, backward ``d/dtau sigmoid(tau / temperature)``.
    Loss = task loss (mean BCE over the two answer logits) + ``k_coef * n_open``.
-   AdamW (lr 3e-3, weight decay 1e-3, linear decay to 0), 64 task pairs (128 prompts) per
-   step drawn from the train items, ``tau`` clamped to [-1, 1] after every step.
-2. ``k_coef`` scale.  Adam divides each coordinate's gradient by its own RMS, so what
-   matters is the ratio, per node, of the penalty's gradient ``k_coef * sigma'`` to the
-   task loss's ``dL/dm * sigma'``: a node stays open when closing it would cost more than
-   about ``k_coef`` nats of *mean* loss.  The paper's centre (1e-4) keeps nodes worth a
-   ten-thousandth of a nat, which on our per-example-mean loss leaves hundreds of nodes
-   open; a circuit at 0.15 nats has tens of nodes each worth ~1e-3 to 1e-2 nats.  One
-   value rarely suits every task, so we sweep ``DEFAULT_K_COEFS`` and keep the circuit with
-   the fewest edges that meets the target.
-3. After each optimisation, nodes are ranked by ``tau`` and a bisection finds the
+   AdamW (weight decay 1e-3, linear decay to 0), 64 task pairs (128 prompts) per step
+   drawn from the train items, ``tau`` clamped to [-1, 1] after every step.
+2. Steps and learning rate.  Adam moves every ``tau`` by about ``lr`` per step whatever
+   its gradient's size, so what a run can do is set by ``lr * steps``: every node starts
+   open at 0.1 and must travel past 0 before the task gradient can sort needed from
+   unneeded nodes.  The paper's lr 3e-3 suits thousands of steps; our budget (below)
+   allows ~60 per k_coef, so the default lr is 1e-2 (travel ~0.3 under linear decay).
+   Measured on the cpu-small demo model (single_double_quote): lr 1e-2 x 60-100 steps
+   gives the same circuit size as lr 3e-3 x 300 steps, and 200 steps no smaller.
+3. ``k_coef`` scale.  Since Adam divides out gradient size, the penalty's effect is the
+   *sign* of ``k_coef + dL/dm``: a node stays open when closing it would cost more than
+   about ``k_coef`` nats of per-example mean loss.  The paper's centre (1e-4) keeps nodes
+   worth a ten-thousandth of a nat, which leaves hundreds open on our loss; a 0.15-nat
+   circuit has nodes worth ~1e-3 to 1e-2 nats, so we sweep ``DEFAULT_K_COEFS`` = 1e-3,
+   3e-3, 1e-2 and keep the circuit with the fewest edges that meets the target (on the
+   demo model: 137, 85 and 72 edges respectively).
+4. After each optimisation, nodes are ranked by ``tau`` and a bisection finds the
    smallest ``K`` whose top-``K`` circuit meets the target on the train items.  Loss is
    not monotone in ``K`` (ablating a node can beat the full model), so the bisection keeps
-   the invariant "``hi`` passes" and the answer is re-checked, stepping up if it fails.
-4. The pass test uses the *calibrated* loss: a scale ``a >= 0`` and an answer-token bias
+   the invariant "``hi`` passes", the answer is re-checked (stepping up if it fails), and
+   the search range grows from the open nodes by doubling rather than jumping to all
+   nodes.
+5. The pass test uses the *calibrated* loss: a scale ``a >= 0`` and an answer-token bias
    ``b`` fitted with 16 LBFGS steps on the train items (see ``circuit.py``), because the
    discrete circuit is uncalibrated and the final circuit is reported calibrated.  Test
    items are never used for pruning, only for the reported ``circuit_loss``.
-5. Budget: ``cpu-small`` (4 layers, d_model 128) on 2 CPU cores must prune a task in
-   under two minutes; prompts are trimmed to the longest in each batch, the unembedding
-   runs at the last position only, and the model's weights get no gradients.  Defaults
-   (``DEFAULT_STEPS`` x ``DEFAULT_K_COEFS``) were measured to fit (benchmarks/prune_time.py).
+6. Budget: ``cpu-small`` on 2 CPU cores must prune a task in under two minutes.  Prompts
+   are sorted by length and run in length buckets trimmed to their longest prompt, the
+   unembedding runs at the last position only, and the weights get no gradients.  The
+   cost is mostly the model's own AbsTopK (about 30% of a step).  Defaults: 3 k_coefs x
+   60 steps; measured with ``benchmarks/prune_time.py``.
 """
 from __future__ import annotations
 
@@ -110,18 +119,20 @@ class PruneSettings:
 # ---------------------------------------------------------------------------- bisection
 
 
-def smallest_passing(passes: Callable[[int], bool], lo: int, hi: int) -> int | None:
+def smallest_passing(passes: Callable[[int], bool], lo: int, hi: int, rel_tol: float = 0.0) -> int | None:
     """Smallest-looking ``K`` in ``[lo, hi]`` with ``passes(K)``; None if ``hi`` fails.
 
-    Exact when ``passes`` is monotone.  When it is not, the invariant "``hi`` passes"
-    still guarantees a passing answer: after the bisection the answer is checked again
-    and, should it fail, the next passing size above it is taken.
+    Exact when ``passes`` is monotone (with ``rel_tol`` 0; a positive ``rel_tol`` stops
+    once the bracket is within that fraction of ``hi``, for coarse size curves).  When it
+    is not monotone, the invariant "``hi`` passes" still guarantees a passing answer:
+    after the bisection the answer is checked again and, should it fail, the next passing
+    size above it is taken.
     """
     if lo > hi or not passes(hi):
         return None
     if passes(lo):
         return lo
-    while hi - lo > 1:  # passes(hi) and not passes(lo)
+    while hi - lo > max(1, int(rel_tol * hi)):  # passes(hi) and not passes(lo)
         mid = (lo + hi) // 2
         if passes(mid):
             hi = mid
@@ -302,24 +313,25 @@ class _Prober:
         self.loss(k)
         return self.cache[k][1]
 
-    def smallest(self, target: float, hint: int) -> tuple[int, bool]:
+    def smallest(self, target: float, hint: int, rel_tol: float = 0.0) -> tuple[int, bool]:
         """Smallest passing K and whether the target was met.
 
         The search range starts at the nodes left open (``hint``) and doubles until its
         top passes (a circuit can beat the full model, so a moderate superset of the open
-        nodes often passes when all nodes would not).  When nothing passes, the probed
-        size with the lowest loss is returned, marked as not meeting the target.
+        nodes often passes when all nodes would not); the bisection then runs between the
+        last failing top and the first passing one.  When nothing passes, the probed size
+        with the lowest loss is returned, marked as not meeting the target.
         """
         passes = lambda k: self.loss(k) <= target  # noqa: E731
         n = self.masked.nodes.n
-        hi = min(max(hint, 1), n)
+        lo, hi = 0, min(max(hint, 1), n)
         while True:
-            k = smallest_passing(passes, 0, hi)
+            k = smallest_passing(passes, lo, hi, rel_tol)
             if k is not None:
                 return k, True
             if hi == n:
                 break
-            hi = min(2 * hi, n)
+            lo, hi = hi, min(2 * hi, n)
         best = min(self.cache, key=lambda kk: (self.cache[kk][0], kk))
         return best, False
 
@@ -415,7 +427,7 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
     tick = time.perf_counter()
     size_vs_target = []
     for t in s.size_targets:  # same ranking, same train items; loss is the calibrated train loss
-        kt, met_t = prober.smallest(t, best["n_open"])
+        kt, met_t = (k, best["met"]) if t == s.target_loss else prober.smallest(t, best["n_open"], rel_tol=0.02)
         size_vs_target.append({"target_loss": t, "n_nodes": kt,
                                "n_edges": count_edges(model, nodes, prober.keep(kt)),
                                "loss": prober.loss(kt), "met": met_t})
