@@ -7,3 +7,10 @@ def load_run(path, device: str = "cpu"):
     from .run import load_run as _load_run
 
     return _load_run(path, device=device)
+
+
+def prune(run, task, **kwargs):
+    """Prune a run to a task circuit; see :func:`sparsecircuits.circuits.prune.prune`."""
+    from .circuits import prune as _prune
+
+    return _prune(run, task, **kwargs)
