@@ -85,16 +85,9 @@ def _pair(prompt_a: str, prompt_b: str, ans_a: str, ans_b: str) -> TaskItem:
 
 def _many(n: int, make: Callable[[random.Random], TaskItem], rng: random.Random) -> list[TaskItem]:
     """``n`` items, distinct where the generator allows (it repeats rather than hangs)."""
-    items, seen, patience = [], set(), 50 * n + 100
-    while len(items) < n:
-        it = make(rng)
-        key = (it.a.prompt, it.b.prompt)
-        if key in seen and patience > 0:
-            patience -= 1
-            continue
-        seen.add(key)
-        items.append(it)
-    return items
+    from ..tasks.python_tasks import draw_distinct
+
+    return draw_distinct(n, make, rng, patience=50 * n + 100)
 
 
 _WORDS = ["invalid", "value", "file", "expected", "string", "cannot", "open", "unknown", "option",

@@ -180,6 +180,24 @@ def _two_names(rng: random.Random) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- task class
 
 
+def draw_distinct(n: int, make, rng: random.Random, patience: int, accept=lambda item: True) -> list[TaskItem]:
+    """``n`` accepted items from ``make(rng)``, distinct pairs preferred: once ``patience``
+    duplicates have been drawn, a generator whose pool is exhausted repeats rather than hangs."""
+    items: list[TaskItem] = []
+    seen: set[tuple[str, str]] = set()
+    while len(items) < n:
+        item = make(rng)
+        if not accept(item):
+            continue
+        key = (item.a.prompt, item.b.prompt)
+        if key in seen and patience > 0:
+            patience -= 1
+            continue
+        seen.add(key)
+        items.append(item)
+    return items
+
+
 def split_of(prompt: str) -> str:
     """Which split a prompt belongs to: a stable hash of its text (about half each)."""
     return "test" if hashlib.sha256(prompt.encode("utf-8")).digest()[0] & 1 else "train"
@@ -197,21 +215,8 @@ class GeneratedTask(Task):
         if n < 0:
             raise UserError(f"number of items must be >= 0, got {n}")
         rng = random.Random(f"{self.name}/{split}/{seed}")
-        items: list[TaskItem] = []
-        seen: set[tuple[str, str]] = set()
-        # Prefer distinct pairs; a task whose pool is exhausted repeats rather than hangs.
-        patience = 100 * n + 1000
-        while len(items) < n:
-            item = self.make(rng)
-            if split_of(item.a.prompt) != split or split_of(item.b.prompt) != split:
-                continue
-            key = (item.a.prompt, item.b.prompt)
-            if key in seen and patience > 0:
-                patience -= 1
-                continue
-            seen.add(key)
-            items.append(item)
-        return items
+        return draw_distinct(n, self.make, rng, patience=100 * n + 1000,
+                             accept=lambda it: split_of(it.a.prompt) == split and split_of(it.b.prompt) == split)
 
 
 # ----------------------------------------------------------------------------- the 20 tasks
