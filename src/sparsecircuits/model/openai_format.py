@@ -50,7 +50,7 @@ import torch
 
 from ..config import ACTIVATION_SITES, ModelConfig, RunConfig
 from ..errors import UserError
-from ..io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from ..io import umask, atomic_path, atomic_write_json, atomic_write_text, read_json
 
 CONFIG_FILE = "beeg_config.json"
 WEIGHTS_FILE = "final_model.pt"
@@ -514,9 +514,7 @@ class _StagedDir:
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the result from other users
+        os.chmod(self.tmp, 0o777 & ~umask())  # mkdtemp's 0700 would hide the result from other users
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

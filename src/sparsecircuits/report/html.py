@@ -1129,10 +1129,9 @@ def render_circuit(run: RunData, entry: CircuitEntry) -> str:
 # Entry points
 # --------------------------------------------------------------------------------------
 def _write_page(path: Path, page: str) -> None:
-    """Atomic write, readable by others like any file a user makes (mkstemp gives 0600)."""
+    """Atomic write (``atomic_path`` gives the file the usual umask-based mode)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(page.encode("utf-8", "replace"))
-        os.chmod(tmp, 0o644)
 
 
 def build_report(run_dir: str | Path) -> tuple[Path, list[str]]:
