@@ -23,7 +23,6 @@ import hashlib
 import html
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
