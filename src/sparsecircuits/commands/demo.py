@@ -23,11 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
     p.add_argument("--extra-tasks", type=int, default=3, help="learned tasks to prune besides the two fixed ones")
     p.add_argument("--n", type=int, default=200, help="test items per task for scoring")
+    p.add_argument("--data", type=Path, default=None,
+                   help="token-shard folder (default: the stdlib, built once and cached)")
+    p.add_argument("--prune-steps", type=int, default=None,
+                   help="optimisation steps per k_coef when pruning (default: the pruner's own)")
+    p.add_argument("--prune-items", type=int, default=None,
+                   help="task pairs for pruning, and half as many held out (default: the pruner's own)")
     p.set_defaults(func=run)
 
 
-def _stage(i: int, n: int, text: str) -> None:
-    print(f"[{i}/{n}] {text}", flush=True)
+def _stage(t0: float, i: int, n: int, text: str) -> None:
+    """One stage line, with the minutes spent since ``t0`` (the demo aims at 20 in all)."""
+    mins = (time.perf_counter() - t0) / 60
+    print(f"[{i}/{n}] {mins:4.1f} min  {text}", flush=True)
 
 
 def choose_tasks(scores: list[dict], extra: int) -> list[str]:
@@ -39,6 +47,7 @@ def choose_tasks(scores: list[dict], extra: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
+    from ..errors import UserError
     from ..io import atomic_write_json
     from ..run import load_run
     from ..train.checkpoint import list_checkpoints
@@ -47,25 +56,31 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out: Path = args.out
     n = 6
-    _stage(1, n, "data: the Python standard library as corpus (built once, then cached)")
-    from ..data.build import ensure_default_data
-
     cfg = build_config(args.preset, sets=args.set)
-    cfg.data.data_dir = str(ensure_default_data(vocab_size=cfg.data.vocab_size))
+    if args.data is not None:
+        _stage(t0, 1, n, f"data: {args.data}")
+        if not (args.data / "train.bin").is_file():
+            raise UserError(f"data directory {args.data} has no train.bin; build it with 'sparsecircuits data build'")
+        cfg.data.data_dir = str(args.data.resolve())
+    else:
+        _stage(t0, 1, n, "data: the Python standard library as corpus (built once, then cached)")
+        from ..data.build import ensure_default_data
+
+        cfg.data.data_dir = str(ensure_default_data(vocab_size=cfg.data.vocab_size))
 
     if (out / "model.safetensors").is_file():
-        _stage(2, n, f"train: {out}/model.safetensors exists, reusing it")
+        _stage(t0, 2, n, f"train: {out}/model.safetensors exists, reusing it")
     elif list_checkpoints(out / "checkpoints"):
-        _stage(2, n, f"train: resuming {out} from its last checkpoint")
+        _stage(t0, 2, n, f"train: resuming {out} from its last checkpoint")
         from ..config import RunConfig
 
         train(RunConfig.load(out / "config.json"), out, resume=True)
     else:
-        _stage(2, n, f"train: {args.preset} -> {out}")
+        _stage(t0, 2, n, f"train: {args.preset} -> {out}")
         train(cfg, out)
 
     run_ = load_run(out)
-    _stage(3, n, "tasks: scoring the full model on the 20 tasks")
+    _stage(t0, 3, n, "tasks: scoring the full model on the 20 tasks")
     from ..tasks.evaluation import evaluate_suite
 
     scores = evaluate_suite(run_, n=args.n)
@@ -76,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {s['task']:<28} accuracy {s['accuracy']:.3f}  loss {s['loss']:.4f}  {mark}")
 
     chosen = choose_tasks(scores, args.extra_tasks)
-    _stage(4, n, f"prune: {', '.join(chosen)}")
+    _stage(t0, 4, n, f"prune: {', '.join(chosen)}")
     from ..circuits import prune
 
     acc = {s["task"]: s["accuracy"] for s in scores}
@@ -88,14 +103,16 @@ def run(args: argparse.Namespace) -> int:
         force = acc[task] < LEARNED
         if force:
             print(f"    {task}: the model is only {acc[task]:.0%} accurate; pruning anyway, marked forced")
-        circuit = prune(run_, task, force=force)
+        items = {} if args.prune_items is None else {"n_train": args.prune_items,
+                                                     "n_test": max(1, args.prune_items // 2)}
+        circuit = prune(run_, task, force=force, steps=args.prune_steps, **items)
         circuit.save(path)
         m = circuit.metrics
         met = "met" if m["circuit_loss"] <= m["target_loss"] else "NOT met on test items"
         print(f"    {task}: {m['n_nodes']} nodes, {m['n_edges']} edges, circuit loss {m['circuit_loss']:.3f} "
               f"on test items (target {m['target_loss']}: {met})")
 
-    _stage(5, n, "details: top-activating snippets, class activations, ablation effects")
+    _stage(t0, 5, n, "details: top-activating snippets, class activations, ablation effects")
     from ..analysis.node_details import attach_details
 
     for task in chosen:
@@ -104,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         attach_details(run_, task)
 
-    _stage(6, n, "report")
+    _stage(t0, 6, n, "report")
     from ..report.html import write_report
 
     index = write_report(out)

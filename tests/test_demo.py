@@ -1,0 +1,63 @@
+"""`sparsecircuits demo` end to end on a tiny preset: every stage's output, then reuse."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparsecircuits.cli import main
+from sparsecircuits.commands.demo import ALWAYS, choose_tasks
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from sparsecircuits.data.build import build_tiny_data
+
+    return build_tiny_data(tmp_path_factory.mktemp("demo_data") / "data")
+
+
+def _demo(out, data):
+    return main(["demo", "--preset", "cpu-tiny", "--data", str(data), "--out", str(out), "--n", "16",
+                 "--extra-tasks", "1", "--prune-steps", "4", "--prune-items", "16", "--set", "train.steps=6",
+                 "--set", "train.eval_every=3", "--set", "train.checkpoint_every=3"])
+
+
+def test_choose_tasks_keeps_the_two_case_studies_then_the_best_learned():
+    scores = [{"task": "a", "accuracy": 0.9, "loss": 0.3}, {"task": "b", "accuracy": 0.95, "loss": 0.2},
+              {"task": "c", "accuracy": 0.79, "loss": 0.1}, {"task": ALWAYS[0], "accuracy": 0.5, "loss": 0.7},
+              {"task": "d", "accuracy": 0.95, "loss": 0.1}]
+    assert choose_tasks(scores, 2) == [*ALWAYS, "d", "b"]
+    assert choose_tasks(scores, 0) == list(ALWAYS)
+    assert choose_tasks(scores, 9) == [*ALWAYS, "d", "b", "a"]  # c is below 80%
+
+
+def test_demo_builds_every_stage_then_reuses_them(tmp_path, tiny_data, capsys):
+    out = tmp_path / "demo"
+    assert _demo(out, tiny_data) == 0
+    first = capsys.readouterr().out
+    index = out / "report" / "index.html"
+    assert index.is_file() and str(index.resolve()) in first
+    assert (out / "model.safetensors").is_file()
+    scores = json.loads((out / "tasks.json").read_text())["tasks"]
+    assert len(scores) == 20
+    for task in ALWAYS:  # a 6-step model learns nothing: both are pruned anyway, marked forced
+        circuit = json.loads((out / "circuits" / task / "circuit.json").read_text())
+        assert circuit["forced"] is True and circuit["details"]
+        assert (out / "report" / f"circuit-{task}.html").is_file() and f"circuit-{task}.html" in index.read_text()
+    assert [f"[{i}/6]" in first for i in range(1, 7)] == [True] * 6
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "model.safetensors",
+                                                 *sorted((out / "circuits").glob("*/circuit.json")))}
+    assert _demo(out, tiny_data) == 0
+    second = capsys.readouterr().out
+    assert "model.safetensors exists, reusing it" in second
+    assert second.count("circuit.json exists, reusing it") == len(stamps) - 1
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_demo_with_a_missing_data_dir_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.bin" in err[0]
+    assert not out.exists()
