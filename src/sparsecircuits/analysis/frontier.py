@@ -234,13 +234,19 @@ def _cached_circuit(path: Path, want: dict, targets: Sequence[float]):
     return c
 
 
-def prune_sizes(run, task: str, targets: Sequence[float], settings: dict, force: bool, progress: bool = True) -> dict:
-    """Circuit sizes of one model on one task at each target (cached next to the run)."""
+def prune_sizes(run, task: str, targets: Sequence[float], settings: dict, force: bool, progress: bool = True,
+                variant: str | None = None) -> dict:
+    """Circuit sizes of one model on one task at each target (cached next to the run).
+
+    ``settings`` holds ``PRUNE_KEYS`` (``ablation`` defaults to mean).  A ``variant``
+    (e.g. ``"zero"`` for zero ablation) is cached apart, in ``circuits/<task>@<variant>``.
+    """
     from ..circuits import NotLearnedError, prune
 
     main = 0.15 if 0.15 in targets else sorted(targets)[len(targets) // 2]
     want = {"target_loss": main, "ablation": "mean", **settings}
-    path = Path(run.path) / "circuits" / task / "circuit.json"
+    folder = task if variant is None else f"{task}@{variant}"
+    path = Path(run.path) / "circuits" / folder / "circuit.json"
     c = _cached_circuit(path, want, targets)
     cached = c is not None
     if c is None:
