@@ -13,6 +13,7 @@ from sparsecircuits.analysis.frontier import (
     grid_points,
     matched_ratio,
     point_name,
+    ratio_lines,
     summarize,
 )
 from sparsecircuits.cli import main
@@ -154,6 +155,24 @@ def test_summarize_uses_common_tasks():
     s = summarize(models, ["a", "b", "c"], [0.15])
     assert s["0.15"]["trivial_tasks"] == ["c"] and s["0.15"]["common_tasks"] == ["a"]
     assert s["0.15"]["dense_over_sparse"]["1/4"]["edges"]["ratio"] == pytest.approx(16.0)
+
+
+def test_summarize_per_task_ratios_when_models_learned_different_tasks():
+    def model(density, loss, sizes):
+        return {"density": density, "val_loss": loss, "tasks": {
+            t: {"targets": {"0.3": {"edges": e, "nodes": e, "met": e is not None}}} for t, e in sizes.items()}}
+
+    # task "a" is 4x smaller in sparse models, "b" 100x; no task is met by every model
+    models = [model(1.0, 3.0, {"a": 400, "b": None}), model(1.0, 2.0, {"a": None, "b": 10000}),
+              model(0.25, 3.0, {"a": 100, "b": None}), model(0.25, 2.0, {"a": 100, "b": 100})]
+    s = summarize(models, ["a", "b"], [0.3])["0.3"]
+    assert s["common_tasks"] == [] and s["mixed_tasks"] is True
+    a, b = s["by_task"]["a"]["1/4"]["edges"], s["by_task"]["b"]["1/4"]["edges"]
+    assert a["ratio"] == pytest.approx(4.0) and a["loss_range"] == [3.0, 3.0] and not a["extrapolated"]
+    assert b["ratio"] == pytest.approx(100.0) and b["loss_range"] == [2.0, 2.0]
+    lines = ratio_lines({"summary": {"0.3": s}})
+    assert any("target 0.3, a: dense/sparse(1/4)" in line and "edges 4.00x" in line for line in lines)
+    assert any("a mix" in line for line in lines)
 
 
 def test_names_and_geomean():

@@ -351,17 +351,40 @@ def summarize(models: list[dict], tasks: Sequence[str], targets: Sequence[float]
             m.setdefault("geomean", {})[key] = {
                 "edges": geomean([s["edges"] for s in sizes]), "nodes": geomean([s["nodes"] for s in sizes]),
                 "tasks": use}
-        curves = curves_by_density(models, key)
-        ratios = {}
-        if 1.0 in curves:
-            for dens, pts in curves.items():
-                if dens >= 1.0:
-                    continue
-                ratios[density_label(dens)] = {
-                    "edges": matched_ratio([(x, e) for x, e, _ in curves[1.0]], [(x, e) for x, e, _ in pts]),
-                    "nodes": matched_ratio([(x, n) for x, _, n in curves[1.0]], [(x, n) for x, _, n in pts])}
-        summary[key] = {"common_tasks": common, "trivial_tasks": trivial, "dense_over_sparse": ratios}
+        by_task = {task: dense_over_sparse(task_curves(models, task, key))
+                   for task in sorted(set().union(*met_by))}
+        summary[key] = {"common_tasks": common, "trivial_tasks": trivial, "mixed_tasks": not common,
+                        "dense_over_sparse": dense_over_sparse(curves_by_density(models, key)),
+                        "by_task": {t: r for t, r in by_task.items() if r}}
     return summary
+
+
+def dense_over_sparse(curves: dict[float, list[tuple[float, float, float]]]) -> dict:
+    """``{density label: {"edges": matched_ratio, "nodes": matched_ratio}}`` against dense."""
+    ratios = {}
+    if 1.0 in curves:
+        for dens, pts in curves.items():
+            if dens >= 1.0:
+                continue
+            ratios[density_label(dens)] = {
+                "edges": matched_ratio([(x, e) for x, e, _ in curves[1.0]], [(x, e) for x, e, _ in pts]),
+                "nodes": matched_ratio([(x, n) for x, _, n in curves[1.0]], [(x, n) for x, _, n in pts])}
+    return ratios
+
+
+def task_curves(models: list[dict], task: str, key: str) -> dict[float, list[tuple[float, float, float]]]:
+    """One task's ``{density: [(val_loss, edges, nodes), ...]}``: the models whose circuit met the target.
+
+    Sizes below one count as one, as in ``geomean``.
+    """
+    curves: dict[float, list] = {}
+    for m in models:
+        t = (m["tasks"].get(task) or {}).get("targets", {}).get(key) or {}
+        if m.get("val_loss") is None or not t.get("met"):
+            continue
+        curves.setdefault(m["density"], []).append((m["val_loss"], max(1.0, float(t["edges"])),
+                                                    max(1.0, float(t["nodes"]))))
+    return {d: sorted(v) for d, v in sorted(curves.items(), reverse=True)}
 
 
 def curves_by_density(models: list[dict], key: str) -> dict[float, list[tuple[float, float, float]]]:
@@ -378,8 +401,23 @@ def curves_by_density(models: list[dict], key: str) -> dict[float, list[tuple[fl
 # ---------------------------------------------------------------------------- plots
 
 
-def plot_frontier(models: list[dict], targets: Sequence[float], out: Path) -> list[Path]:
-    """``frontier_edges.png`` and ``frontier_nodes.png``: size (log y) vs val loss."""
+def _draw_curves(ax, curves: dict, idx: int, ylabel: str, title: str) -> None:
+    """One panel: size (log y) against val loss, one line per density."""
+    for dens, pts in curves.items():
+        ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", label=density_label(dens))
+    ax.set_yscale("log")
+    ax.set_xlabel("pretraining val loss (nats/token)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if curves:
+        ax.legend(title="density", fontsize=8)
+
+
+def plot_frontier(models: list[dict], targets: Sequence[float], out: Path,
+                  tasks: Sequence[str] = ()) -> list[Path]:
+    """``frontier_edges.png`` / ``frontier_nodes.png`` (geometric means, one panel per
+    target) and ``frontier_tasks.png`` (edges, one row per task of ``tasks`` met by some model)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,28 +425,30 @@ def plot_frontier(models: list[dict], targets: Sequence[float], out: Path) -> li
 
     from ..io import atomic_path
 
+    def save(fig, name: str) -> Path:
+        fig.tight_layout()
+        path = out / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        return path
+
     paths = []
     for idx, what in ((1, "edges"), (2, "nodes")):
         fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.6), squeeze=False)
         for ax, t in zip(axes[0], targets):
-            curves = curves_by_density(models, f"{t:g}")
-            for dens, pts in curves.items():
-                xs = [p[0] for p in pts]
-                ys = [p[idx] for p in pts]
-                ax.plot(xs, ys, marker="o", label=density_label(dens))
-            ax.set_yscale("log")
-            ax.set_xlabel("pretraining val loss (nats/token)")
-            ax.set_ylabel(f"circuit {what} (geometric mean)")
-            ax.set_title(f"target task loss {t:g}")
-            ax.grid(True, which="both", alpha=0.3)
-            if curves:
-                ax.legend(title="density", fontsize=8)
-        fig.tight_layout()
-        path = out / f"frontier_{what}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        paths.append(path)
+            _draw_curves(ax, curves_by_density(models, f"{t:g}"), idx, f"circuit {what} (geometric mean)",
+                         f"target task loss {t:g}")
+        paths.append(save(fig, f"frontier_{what}.png"))
+    shown = [task for task in tasks if any(task_curves(models, task, f"{t:g}") for t in targets)]
+    if shown:
+        fig, axes = plt.subplots(len(shown), len(targets), figsize=(4.2 * len(targets), 3.4 * len(shown)),
+                                 squeeze=False)
+        for row, task in zip(axes, shown):
+            for ax, t in zip(row, targets):
+                _draw_curves(ax, task_curves(models, task, f"{t:g}"), 1, "circuit edges",
+                             f"{task}, target {t:g}")
+        paths.append(save(fig, "frontier_tasks.png"))
     return paths
 
 
@@ -474,24 +514,32 @@ def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
               "paper_ratio_edges": PAPER_RATIO, "models": models, "summary": summary,
               "seconds": round(time.perf_counter() - t_all, 1)}
     atomic_write_json(out / "frontier.json", _jsonable(result))
-    result["plots"] = [str(p) for p in plot_frontier(models, targets, out)]
+    result["plots"] = [str(p) for p in plot_frontier(models, targets, out, tasks)]
     return result
 
 
 def ratio_lines(result: dict) -> list[str]:
-    """Human-readable dense/sparse ratios next to the paper's ~16x."""
+    """Human-readable dense/sparse ratios next to the paper's ~16x: per task, then over tasks."""
+    def parts(r: dict) -> str:
+        out = []
+        for what in ("edges", "nodes"):
+            x = r[what]
+            if x["ratio"] is None:
+                out.append(f"{what}: n/a")
+            else:
+                out.append(f"{what} {x['ratio']:.2f}x" + (" (extrapolated)" if x["extrapolated"] else ""))
+        return ", ".join(out)
+
     lines = []
     for key, s in result["summary"].items():
+        for task, ratios in s.get("by_task", {}).items():
+            for dens, r in ratios.items():
+                lines.append(f"target {key}, {task}: dense/sparse({dens}) at matched loss: {parts(r)}")
+        what = ("each model's own tasks (no task met by every model: a mix, read the per-task lines)"
+                if s.get("mixed_tasks") else f"tasks {', '.join(s['common_tasks'])}")
         for dens, r in s["dense_over_sparse"].items():
-            parts = []
-            for what in ("edges", "nodes"):
-                x = r[what]
-                if x["ratio"] is None:
-                    parts.append(f"{what}: n/a")
-                else:
-                    parts.append(f"{what} {x['ratio']:.2f}x" + (" (extrapolated)" if x["extrapolated"] else ""))
-            lines.append(f"target {key}: dense/sparse({dens}) at matched loss: {', '.join(parts)} "
-                         f"(paper: ~{PAPER_RATIO:g}x edges)")
+            lines.append(f"target {key}, geometric mean over {what}: dense/sparse({dens}) at matched loss: "
+                         f"{parts(r)} (paper: ~{PAPER_RATIO:g}x edges)")
     return lines
 
 
