@@ -14,6 +14,10 @@ from pathlib import Path
 
 ALWAYS = ("single_double_quote", "bracket_counting")
 LEARNED = 0.80
+# Test pairs behind each node's ablation effect in the report.  The effect costs one
+# masked forward per node, and a forced bracket circuit keeps hundreds of nodes: with the
+# pruner's 128 pairs the details alone took over three minutes of the demo's twenty.
+DETAIL_PAIRS = 32
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         data = json.loads((out / "circuits" / task / "circuit.json").read_text())
         if data.get("details"):
             continue
-        attach_details(run_, task)
+        attach_details(run_, task, n_test=DETAIL_PAIRS)
 
     _stage(t0, 6, n, "report")
     from ..report.html import write_report
