@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--variants", default="mean,zero")
     ap.add_argument("--grid", default="cpu", choices=list(GRIDS), help="whose pruning settings to use")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--force", action="store_true",
+                    help="prune runs below 80%% task accuracy too (their rows say forced)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     targets = [float(t) for t in args.targets.split(",")]
@@ -61,13 +63,13 @@ def main() -> None:
         nz, _ = count_nonzeros(run.model)
         for variant in args.variants.split(","):
             t0 = time.perf_counter()
-            r = prune_sizes(run, args.task, targets, variant_settings(variant, base), force=False,
+            r = prune_sizes(run, args.task, targets, variant_settings(variant, base), force=args.force,
                             progress=False, variant=None if variant == "mean" else variant)
             rows.append({"run": str(run_dir), "variant": variant, "density": cfg.train.density,
                          "width": cfg.model.d_model, "n_layer": cfg.model.n_layer, "afrac": cfg.model.afrac,
                          "steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "nonzeros": nz,
                          "val_loss": val_loss(Path(run_dir)), "skipped": r.get("skipped"),
-                         "full_accuracy": r.get("full_accuracy"), "targets": r.get("targets"),
+                         "full_accuracy": r.get("full_accuracy"), "forced": r.get("forced"), "targets": r.get("targets"),
                          "seconds": round(time.perf_counter() - t0, 1)})
     print(json.dumps({"task": args.task, "targets": targets, "prune": base, "rows": rows}, indent=1))
 

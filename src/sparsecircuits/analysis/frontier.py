@@ -354,7 +354,8 @@ def summarize(models: list[dict], tasks: Sequence[str], targets: Sequence[float]
         by_task = {task: dense_over_sparse(task_curves(models, task, key))
                    for task in sorted(set().union(*met_by))}
         summary[key] = {"common_tasks": common, "trivial_tasks": trivial, "mixed_tasks": not common,
-                        "dense_over_sparse": dense_over_sparse(curves_by_density(models, key)),
+                        # sizes of different tasks are not comparable: no ratio from a mix
+                        "dense_over_sparse": {} if not common else dense_over_sparse(curves_by_density(models, key)),
                         "by_task": {t: r for t, r in by_task.items() if r}}
     return summary
 
@@ -401,10 +402,13 @@ def curves_by_density(models: list[dict], key: str) -> dict[float, list[tuple[fl
 # ---------------------------------------------------------------------------- plots
 
 
-def _draw_curves(ax, curves: dict, idx: int, ylabel: str, title: str) -> None:
-    """One panel: size (log y) against val loss, one line per density."""
+def _draw_curves(ax, curves: dict, idx: int, ylabel: str, title: str, colours: dict[float, str]) -> None:
+    """One panel: size (log y) against val loss, one line per density (same colour in every panel)."""
     for dens, pts in curves.items():
-        ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", label=density_label(dens))
+        ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker="o", label=density_label(dens),
+                color=colours.get(dens))
+    if not curves:
+        ax.text(0.5, 0.5, "no circuit met this target", ha="center", va="center", transform=ax.transAxes)
     ax.set_yscale("log")
     ax.set_xlabel("pretraining val loss (nats/token)")
     ax.set_ylabel(ylabel)
@@ -415,7 +419,7 @@ def _draw_curves(ax, curves: dict, idx: int, ylabel: str, title: str) -> None:
 
 
 def plot_frontier(models: list[dict], targets: Sequence[float], out: Path,
-                  tasks: Sequence[str] = ()) -> list[Path]:
+                  tasks: Sequence[str] = (), summary: dict | None = None) -> list[Path]:
     """``frontier_edges.png`` / ``frontier_nodes.png`` (geometric means, one panel per
     target) and ``frontier_tasks.png`` (edges, one row per task of ``tasks`` met by some model)."""
     import matplotlib
@@ -433,12 +437,14 @@ def plot_frontier(models: list[dict], targets: Sequence[float], out: Path,
         plt.close(fig)
         return path
 
+    colours = {d: f"C{i}" for i, d in enumerate(sorted({m["density"] for m in models}, reverse=True))}
     paths = []
     for idx, what in ((1, "edges"), (2, "nodes")):
         fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.6), squeeze=False)
         for ax, t in zip(axes[0], targets):
+            mixed = bool((summary or {}).get(f"{t:g}", {}).get("mixed_tasks"))
             _draw_curves(ax, curves_by_density(models, f"{t:g}"), idx, f"circuit {what} (geometric mean)",
-                         f"target task loss {t:g}")
+                         f"target task loss {t:g}" + (" (each model's own tasks)" if mixed else ""), colours)
         paths.append(save(fig, f"frontier_{what}.png"))
     shown = [task for task in tasks if any(task_curves(models, task, f"{t:g}") for t in targets)]
     if shown:
@@ -447,7 +453,7 @@ def plot_frontier(models: list[dict], targets: Sequence[float], out: Path,
         for row, task in zip(axes, shown):
             for ax, t in zip(row, targets):
                 _draw_curves(ax, task_curves(models, task, f"{t:g}"), 1, "circuit edges",
-                             f"{task}, target {t:g}")
+                             f"{task}, target {t:g}", colours)
         paths.append(save(fig, "frontier_tasks.png"))
     return paths
 
@@ -514,7 +520,7 @@ def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
               "paper_ratio_edges": PAPER_RATIO, "models": models, "summary": summary,
               "seconds": round(time.perf_counter() - t_all, 1)}
     atomic_write_json(out / "frontier.json", _jsonable(result))
-    result["plots"] = [str(p) for p in plot_frontier(models, targets, out, tasks)]
+    result["plots"] = [str(p) for p in plot_frontier(models, targets, out, tasks, summary)]
     return result
 
 
@@ -535,11 +541,12 @@ def ratio_lines(result: dict) -> list[str]:
         for task, ratios in s.get("by_task", {}).items():
             for dens, r in ratios.items():
                 lines.append(f"target {key}, {task}: dense/sparse({dens}) at matched loss: {parts(r)}")
-        what = ("each model's own tasks (no task met by every model: a mix, read the per-task lines)"
-                if s.get("mixed_tasks") else f"tasks {', '.join(s['common_tasks'])}")
+        if s.get("mixed_tasks"):
+            lines.append(f"target {key}: no task met by every model, so no ratio over tasks; "
+                         f"read the per-task lines (paper: ~{PAPER_RATIO:g}x edges)")
         for dens, r in s["dense_over_sparse"].items():
-            lines.append(f"target {key}, geometric mean over {what}: dense/sparse({dens}) at matched loss: "
-                         f"{parts(r)} (paper: ~{PAPER_RATIO:g}x edges)")
+            lines.append(f"target {key}, geometric mean over {', '.join(s['common_tasks'])}: dense/sparse({dens}) "
+                         f"at matched loss: {parts(r)} (paper: ~{PAPER_RATIO:g}x edges)")
     return lines
 
 
