@@ -14,7 +14,9 @@ grid of models over weight density (1.0 = dense) and width:
    a task the model has not learned (below 80% accuracy) is skipped and noted;
 3. per model and target, the geometric mean of edges (and nodes) over tasks.  Curves
    compare geometric means over the same tasks: those whose circuits met the target in
-   every model (``common_tasks``); if none, each model's own met tasks.  A task met by
+   every model (``common_tasks``); if none, each model's own met tasks are plotted but
+   no ratio is drawn from them (``mixed_tasks``: sizes of different tasks do not
+   compare).  Ratios are also computed per task (``by_task``).  A task met by
    an empty circuit in every model (``trivial_tasks``: the last token alone decides it,
    through the embedding-to-logit path that has no nodes, e.g. ``else_elif``) says
    nothing about circuit size and is left out.  Otherwise a circuit with no edge counts
@@ -25,7 +27,8 @@ grid of models over weight density (1.0 = dense) and width:
    not overlap, a straight-line fit of log-size vs loss extrapolates the curve with two
    or more points, and the ratio is marked ``extrapolated``;
 5. ``frontier.json`` and the plots ``frontier_edges.png`` / ``frontier_nodes.png``
-   (log y, one curve per density, one panel per target).
+   (log y, one curve per density, one panel per target) and ``frontier_tasks.png``
+   (edges per task and target).
 
 Grids (``GRIDS``):
 
@@ -33,13 +36,13 @@ Grids (``GRIDS``):
   learn no task) at targets 0.3 and 0.7, one out of reach and one met by an empty
   circuit: it checks the plumbing, not the science.
 * ``cpu``: 2 layers, d_model 32 and 64 x density 1, 1/4, 1/16, 1800 steps of 32 x 128
-  tokens.  Measured on a shared 2-core machine with one torch thread: 0.22-0.30 s per
-  step at d_model 32 and 0.41-0.46 s at 64, so about an hour of training there, less on
-  two free cores; pruning costs 1-4 minutes per learned task.  Small models learn
-  ``else_elif`` and ``lambda_func`` first: after 1800 steps the d_model 64 dense model
-  passed 80% on else_elif (whose circuit is empty, see 3.) but not on lambda_func (77%);
-  a d_model 64 dense model on a 2500-step schedule passed both by step 1500.  The quote
-  and bracket tasks come much later and are usually skipped here; ``--steps`` buys more.
+  tokens.  Measured on the 2-core reference machine at one torch thread: 46 minutes for
+  the whole grid (5-10 minutes of training per model, about a minute of pruning per
+  learned task).  Five of the six models learn ``single_double_quote`` (not d_model 32
+  dense); ``lambda_func`` is learned by a few and is often met by an empty circuit at
+  target 0.3; ``bracket_counting`` and ``for_while`` are not learned at this size.
+  ``--steps 3600`` (about twice the time) gives lower losses and much smaller dense
+  circuits; the README's results compare both.
 * ``gpu``: 4 layers, d_model 128-512 x density 1 to 1/64, 10k steps of 64 x 256 tokens.
 """
 from __future__ import annotations
