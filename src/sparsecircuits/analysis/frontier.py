@@ -483,15 +483,13 @@ def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
         raise UserError(f"targets must be positive numbers, got {targets}")
     out = Path(out)
     grid_points(grid, device, steps)  # bad --steps: an error before any data is built
+    from ..data.build import ensure_default_data, require_data_dir
+
     if data_dir is None:
         if grid == "smoke":
             raise UserError("the smoke grid needs --data DIR (e.g. a tiny data dir from 'data build')")
-        from ..data.build import ensure_default_data
-
         data_dir = ensure_default_data(vocab_size=g["vocab_size"], progress=progress)
-    data_dir = Path(data_dir).resolve()
-    if not (data_dir / "train.bin").is_file():
-        raise UserError(f"data directory {data_dir} has no train.bin; build it with 'sparsecircuits data build'")
+    data_dir = require_data_dir(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     points = grid_points(grid, device, steps)
     models = []

@@ -27,6 +27,7 @@ import random
 from typing import Callable
 
 from ..tasks.base import TaskExample, TaskItem
+from ..tasks.python_tasks import draw_distinct, flat_and_nested, list_elements
 
 # ---------------------------------------------------------------------------- prefixes
 
@@ -85,8 +86,6 @@ def _pair(prompt_a: str, prompt_b: str, ans_a: str, ans_b: str) -> TaskItem:
 
 def _many(n: int, make: Callable[[random.Random], TaskItem], rng: random.Random) -> list[TaskItem]:
     """``n`` items, distinct where the generator allows (it repeats rather than hangs)."""
-    from ..tasks.python_tasks import draw_distinct
-
     return draw_distinct(n, make, rng, patience=50 * n + 100)
 
 
@@ -139,29 +138,12 @@ def _quote_deep_nesting(rng: random.Random) -> TaskItem:
 # ---------------------------------------------------------------------------- bracket_counting
 
 
-def _elements(rng: random.Random, k: int) -> list[str]:
-    """``k`` list elements ending in a letter or digit (so a closing bracket stays its own token)."""
-    out = []
-    for i in range(k):
-        r = rng.random()
-        if i < k - 1 and r < 0.2:
-            out.append(repr(rng.choice(_WORDS)))
-        elif r < 0.4:
-            out.append(rng.choice(["x", "y", "n", "a", "b", "None", "True", "False"]))
-        else:
-            out.append(str(rng.randint(0, 99)))
-    return out
-
-
 def bracket_pair(rng: random.Random, k: int, target: str | None = None, lead: str = "",
                  opener: str = "") -> TaskItem:
     """A flat list of ``k`` elements (answer ``]``) vs the same elements nested in groups
     of two or three (answer ``]]``), after ``lead`` and ``target = `` (or ``opener``)."""
-    elems = _elements(rng, k)
-    g = rng.randint(2, 3)
-    groups = [elems[i:i + g] for i in range(0, k, g)]
-    flat = "[" + ", ".join(elems)
-    nested = "[[" + "], [".join(", ".join(grp) for grp in groups)
+    elems = list_elements(rng, k, _WORDS, ["x", "y", "n", "a", "b", "None", "True", "False"], 0.2, 0.4)
+    flat, nested = flat_and_nested(rng, elems)
     if not opener:
         opener = (target or rng.choice(["x", "data", "result", "items", "values"])) + " = "
     return _pair(lead + opener + flat, lead + opener + nested, "]", "]]")

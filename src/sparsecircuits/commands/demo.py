@@ -51,26 +51,20 @@ def choose_tasks(scores: list[dict], extra: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
-    from ..errors import UserError
     from ..io import atomic_write_json
     from ..run import load_run
     from ..train.checkpoint import list_checkpoints
-    from ..train.trainer import train
+    from ..train.trainer import resolve_data, train
 
     t0 = time.perf_counter()
     out: Path = args.out
     n = 6
     cfg = build_config(args.preset, sets=args.set)
     if args.data is not None:
-        _stage(t0, 1, n, f"data: {args.data}")
-        if not (args.data / "train.bin").is_file():
-            raise UserError(f"data directory {args.data} has no train.bin; build it with 'sparsecircuits data build'")
-        cfg.data.data_dir = str(args.data.resolve())
-    else:
-        _stage(t0, 1, n, "data: the Python standard library as corpus (built once, then cached)")
-        from ..data.build import ensure_default_data
-
-        cfg.data.data_dir = str(ensure_default_data(vocab_size=cfg.data.vocab_size))
+        cfg.data.data_dir = str(args.data)
+    _stage(t0, 1, n, f"data: {args.data}" if args.data is not None else
+           "data: the Python standard library as corpus (built once, then cached)")
+    cfg.data.data_dir = str(resolve_data(cfg))
 
     if (out / "model.safetensors").is_file():
         _stage(t0, 2, n, f"train: {out}/model.safetensors exists, reusing it")

@@ -237,6 +237,15 @@ def ensure_default_data(vocab_size: int = 2048, progress: bool = True) -> Path:
     return build_data(None, default_data_dir(vocab_size), vocab_size=vocab_size, progress=progress)
 
 
+def require_data_dir(path: str | os.PathLike) -> Path:
+    """``path`` resolved, or a UserError naming it when it holds no ``train.bin``."""
+    path = Path(path).expanduser()
+    if not (path / "train.bin").is_file():
+        raise UserError(f"data directory {path} has no train.bin; build it with "
+                        "'sparsecircuits data build --out DIR'")
+    return path.resolve()
+
+
 def build_tiny_data(out: str | os.PathLike, max_bytes: int = 400_000, vocab_size: int = 512) -> Path:
     """A small data dir for tests: a fixed seeded subset of the standard library.
 

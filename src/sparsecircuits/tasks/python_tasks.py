@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import UserError
 from .base import Task, TaskExample, TaskItem, check_split
@@ -240,23 +240,37 @@ def _single_double_quote(rng: random.Random) -> TaskItem:
     return _pair(prompt + '"' + text, prompt + "'" + text, '")', "')")
 
 
-def _bracket_counting(rng: random.Random) -> TaskItem:
-    k = rng.randint(3, 7)
-    elems = []
+def list_elements(rng: random.Random, k: int, words: Sequence[str], names: Sequence[str],
+                  p_word: float, p_name: float) -> list[str]:
+    """``k`` list elements: a quoted word (never the last) below ``p_word``, a name below
+    ``p_name``, else a number, so the list ends in a letter or digit and a closing
+    bracket stays its own token."""
+    out = []
     for i in range(k):
         r = rng.random()
-        if i < k - 1 and r < 0.25:
-            elems.append(repr(rng.choice(WORD_POOL)))
-        elif r < 0.45:
-            elems.append(rng.choice(["x", "y", "n", "i", "a", "b", "None", "True", "False", "value"]))
+        if i < k - 1 and r < p_word:
+            out.append(repr(rng.choice(words)))
+        elif r < p_name:
+            out.append(rng.choice(names))
         else:
-            elems.append(str(rng.randint(0, 99)))
+            out.append(str(rng.randint(0, 99)))
+    return out
+
+
+def flat_and_nested(rng: random.Random, elems: Sequence[str]) -> tuple[str, str]:
+    """The open list ``[a, b, c, d`` and the same elements in groups of two or three, ``[[a, b], [c, d``."""
+    g = rng.randint(2, 3)
+    groups = [elems[i : i + g] for i in range(0, len(elems), g)]
+    return "[" + ", ".join(elems), "[[" + "], [".join(", ".join(grp) for grp in groups)
+
+
+def _bracket_counting(rng: random.Random) -> TaskItem:
+    k = rng.randint(3, 7)
+    elems = list_elements(rng, k, WORD_POOL, ["x", "y", "n", "i", "a", "b", "None", "True", "False", "value"],
+                          0.25, 0.45)
     if not (elems[-1][-1].isalnum()):
         elems[-1] = str(rng.randint(0, 99))
-    g = rng.randint(2, 3)
-    groups = [elems[i : i + g] for i in range(0, k, g)]
-    flat = "[" + ", ".join(elems)
-    nested = "[[" + "], [".join(", ".join(grp) for grp in groups)
+    flat, nested = flat_and_nested(rng, elems)
     target = rng.choice(["x", "data", "result", "items", "self.items", "expected", "values",
                          "table", "rows", "return", "cases", "args", "pairs"])
     sep = " " if target == "return" else " = "

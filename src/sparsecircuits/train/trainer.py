@@ -77,14 +77,10 @@ def init_distributed(device: str) -> DistInfo:
 
 def resolve_data(cfg: RunConfig) -> Path:
     """The token-shard folder: the configured one, or the stdlib default built on first use."""
-    from ..data.build import ensure_default_data
+    from ..data.build import ensure_default_data, require_data_dir
 
     if cfg.data.data_dir:
-        path = Path(cfg.data.data_dir).expanduser()
-        if not (path / "train.bin").is_file():
-            raise UserError(f"data directory {path} has no train.bin; build it with "
-                            "'sparsecircuits data build --out DIR'")
-        return path.resolve()
+        return require_data_dir(cfg.data.data_dir)
     return Path(ensure_default_data(vocab_size=cfg.data.vocab_size)).resolve()
 
 
