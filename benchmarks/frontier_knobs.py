@@ -30,16 +30,11 @@ from sparsecircuits.analysis.frontier import GRIDS, count_nonzeros, prune_sizes,
 from sparsecircuits.run import load_run
 
 
-def variant_settings(variant: str, base: dict) -> dict:
-    """The pruning settings of a variant, from the grid's own."""
-    s = dict(base)
-    if variant == "mean":
-        return s
-    if variant == "zero":
-        return {**s, "ablation": "zero"}
-    if variant == "steps3x":
-        return {**s, "steps": 3 * int(s["steps"])}
-    raise SystemExit(f"unknown variant {variant!r}; valid: mean, zero, steps3x")
+VARIANTS = {  # pruning settings of each variant, from the grid's own
+    "mean": lambda s: dict(s),
+    "zero": lambda s: {**s, "ablation": "zero"},
+    "steps3x": lambda s: {**s, "steps": 3 * int(s["steps"])},
+}
 
 
 def main() -> None:
@@ -55,15 +50,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     targets = [float(t) for t in args.targets.split(",")]
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:  # before any pruning, not after the first run's
+        ap.error(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     base = dict(GRIDS[args.grid]["prune"])
     rows = []
     for run_dir in args.runs:
         run = load_run(run_dir)
         cfg = run.config
         nz, _ = count_nonzeros(run.model)
-        for variant in args.variants.split(","):
+        for variant in variants:
             t0 = time.perf_counter()
-            r = prune_sizes(run, args.task, targets, variant_settings(variant, base), force=args.force,
+            r = prune_sizes(run, args.task, targets, VARIANTS[variant](base), force=args.force,
                             progress=False, variant=None if variant == "mean" else variant)
             rows.append({"run": str(run_dir), "variant": variant, "density": cfg.train.density,
                          "width": cfg.model.d_model, "n_layer": cfg.model.n_layer, "afrac": cfg.model.afrac,

@@ -8,7 +8,6 @@ interrupted run picks up where it stopped (training resumes from its last checkp
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def choose_tasks(scores: list[dict], extra: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import build_config
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, read_json
     from ..run import load_run
     from ..train.checkpoint import list_checkpoints
     from ..train.trainer import resolve_data, train
@@ -114,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.node_details import attach_details
 
     for task in chosen:
-        data = json.loads((out / "circuits" / task / "circuit.json").read_text())
-        if data.get("details"):
+        data = read_json(out / "circuits" / task / "circuit.json", what="circuit file")
+        if isinstance(data, dict) and data.get("details"):
             continue
         attach_details(run_, task, n_test=DETAIL_PAIRS)
 
