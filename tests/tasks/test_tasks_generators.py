@@ -49,10 +49,10 @@ def test_answers_are_single_tokens_and_prompts_fit(tokenizer, name, split):
     exs = flatten(items)
     batch = encode_examples(tokenizer, exs, task_name=name, max_len=128)  # raises if not single
     assert batch.tokens.shape[0] == 2 * N
-    # The small test tokenizer (512 tokens) is less compact than the 2048 one, where
-    # prompts stay under 60 tokens; both must fit a 128-token context.
-    assert int(batch.last_pos.max()) + 1 <= 96
-    assert max(len(ex.prompt) for ex in exs) <= 200
+    # The small test tokenizer (512 tokens) is less compact than the 2048 one; prompts
+    # must fit a 128-token context under either.
+    assert int(batch.last_pos.max()) + 1 <= 112
+    assert max(len(ex.prompt) for ex in exs) <= 300
     for ex in exs:
         assert ex.correct in ANSWER_TOKENS and ex.incorrect in ANSWER_TOKENS
         assert not ex.prompt[-1:].isspace()  # the answer token starts the next piece
@@ -112,6 +112,17 @@ def test_all_answer_tokens_are_single_tokens(tokenizer):
     check_required_tokens(tokenizer, ANSWER_TOKENS)
 
 
+def test_answer_tokens_are_required_by_the_tokenizer():
+    """A data build keeps exactly ``REQUIRED_TOKENS`` whole; the rest are single bytes or
+    newline-plus-indent tokens that BPE learns from any Python corpus."""
+    from sparsecircuits.data.required_tokens import REQUIRED_TOKENS
+    from sparsecircuits.tasks.python_tasks import NEWLINE_ANSWERS
+
+    rest = [a for a in ANSWER_TOKENS if a not in REQUIRED_TOKENS]
+    assert all(len(a) == 1 or a in NEWLINE_ANSWERS for a in rest), rest
+    assert "=None" in REQUIRED_TOKENS
+
+
 def test_generate_rejects_bad_split_and_negative_n():
     with pytest.raises(UserError, match="split"):
         TASKS["for_while"].generate(3, split="validation")
@@ -150,7 +161,7 @@ def test_set_or_string_initialiser_decides():
                 is_set = f"{var} = set()" in ex.prompt
                 assert ex.correct == (".add" if is_set else " +=")
                 if name == "set_or_string_fixedvarname":
-                    assert var == "x"
+                    assert var == "current"  # the paper's fixed name
 
 
 def test_class_init_copies_attribute_name():
@@ -159,6 +170,39 @@ def test_class_init_copies_attribute_name():
             attr = ex.prompt.splitlines()[-1].strip()[len("self."):-len(" =")]
             assert ex.correct == " " + attr
             assert f"self.{ex.incorrect.strip()} = {ex.incorrect.strip()}" in ex.prompt
+
+
+def test_class_init_has_many_assignment_lines():
+    for it in _items("class_init"):
+        for ex in (it.a, it.b):
+            lines = ex.prompt.splitlines()
+            params = lines[[i for i, l in enumerate(lines) if "def __init__" in l][0]]
+            copies = [l.strip() for l in lines if l.strip().startswith("self.") and not l.endswith("=")]
+            assert len(copies) >= 3  # the paper: "many lines of the form self.x = x"
+            for c in copies:
+                a, b = c[len("self."):].split(" = ")
+                assert a == b and a in params
+        assert it.a.prompt.splitlines()[:-2] == it.b.prompt.splitlines()[:-2]
+
+
+def test_final_kwarg_paper_answers():
+    for it in _items("final_kwarg"):
+        assert (it.a.correct, it.a.incorrect) == ("=None", "):")
+        sig = it.a.prompt.rsplit("def ", 1)[1].split("(", 1)[1].replace("self, ", "")
+        assert sig.count("=") == sig.count(",")  # every earlier parameter has a default
+        assert "=" not in it.b.prompt.rsplit("def ", 1)[1]
+
+
+def test_while_return_true_predicts_the_next_indentation():
+    seen = set()
+    for it in _items("while_return_true"):
+        line = it.a.prompt.splitlines()[-1]
+        indent = len(line) - len(line.lstrip())
+        assert line.strip() == "while True:" and it.b.prompt.splitlines()[-1].strip() == "return True"
+        assert it.a.correct == "\n" + " " * (indent + 3)  # one level in
+        assert it.b.correct == "\n" + " " * max(indent - 5, 0)  # one level out
+        seen.add(indent)
+    assert seen == {4, 8}
 
 
 def test_var_swap_names():

@@ -38,9 +38,11 @@ REQUIRED_TOKENS: list[str] = [
     # keywords: for_while, with_as
     " in",
     " as",
-    # call vs lambda: lambda_func; end of a signature: final_kwarg
+    # call vs lambda: lambda_func; a default after keyword parameters vs the end of a
+    # signature: final_kwarg
     "(",
     "):",
+    "=None",
 ]
 
 # Answers of the task generators (sparsecircuits.tasks.python_tasks.ANSWER_TOKENS) that

@@ -1,15 +1,19 @@
-"""The 20 binary next-token tasks on Python code (SPEC §5), plus a nonsense control.
+"""The 20 binary next-token tasks on Python code of the paper's Table 1, plus a nonsense control.
 
 Each task builds a pair of short prompts that look like lines of standard-library code
 and differ only where the choice is decided, with answers that swap between the two.
+``docs/tasks.md`` lists each task next to the paper's description and every place where
+our answer tokens differ from the paper's, and why.
 
 Choices made where the paper is silent:
-- Answers are what a byte-level BPE with the GPT-2 split rule produces after the prompt:
-  a run of punctuation is one pre-token (so ``")`` and ``]]`` can be single tokens, but
-  ``.add`` cannot, hence ``.`` vs `` +=`` for set_or_string), a word carries its leading
-  space (`` in``), and a newline merges with the following indentation minus the one
-  space that attaches to the next word (``"\\n" + 7 spaces`` before an 8-space line).
-  Every answer string is listed in ``ANSWER_TOKENS`` so the tokenizer can keep it whole.
+- Answers are single tokens of our byte-level BPE (``sparsecircuits.data.tokenizer``):
+  every required token is a piece of its own (``")``, ``]]``, ``.add``, ``=None``), a
+  word carries its leading space (`` in``), and a newline merges with the following
+  indentation minus the one space that attaches to the next word (``"\\n" + 7 spaces``
+  before an 8-space line). The paper's tokenizer instead ends a punctuation run with
+  its newline (``):\\n``, ``]]\\n``); where that differs we keep the punctuation and
+  let the newline be the next token. Every answer string is listed in
+  ``ANSWER_TOKENS`` so the tokenizer can keep it whole.
 - Splits: a prompt belongs to train or test by a hash of its text, and an item is kept
   only if both its prompts belong to the requested split, so no prompt is ever shared
   between train and test, whatever the generator's pools.
@@ -119,7 +123,7 @@ def newline_token(indent: int) -> str:
 # Fixed answers; name answers are " " + each of NAME_POOL; newline answers for the
 # indentations the generators use (0..12).
 FIXED_ANSWERS = [
-    '")', "')", "]", "]]", ".add", " +=", "=", "):", " as", ":", ",", "r", "w", " in",
+    '")', "')", "]", "]]", ".add", " +=", "=None", "):", " as", ":", ",", "r", "w", " in",
     " {", " else", "(", " ==", " =", " enumerate", " range", " when", " is",
 ]
 NEWLINE_ANSWERS = [newline_token(i) for i in (0, 4, 8, 12)]
@@ -310,6 +314,9 @@ def _set_or_string_make(fixed_name: str | None) -> Callable[[random.Random], Tas
 
 
 def _final_kwarg(rng: random.Random) -> TaskItem:
+    """The paper's answers are ``=None`` vs ``):\\n``. Ours are ``=None`` vs ``):``: our
+    tokenizer joins a line break with the next line's indentation (see ``newline_token``),
+    so the newline after ``):`` is the next token, not part of this one."""
     names = rng.sample(VAR_POOL, rng.randint(2, 4))
     *earlier, last = names
     defaults = ["None", "0", "1", "True", "False", "''", "()", "-1", "None", "None"]
@@ -320,12 +327,15 @@ def _final_kwarg(rng: random.Random) -> TaskItem:
         lead = f"class {rng.choice(CLASS_POOL)}:\n\n    def {fn}(self, "
     else:
         lead = rng.choice(["", "", "\n", "import os\n\n"]) + f"def {fn}("
-    return _pair(lead + kw + ", " + last, lead + pos + ", " + last, "=", "):")
+    return _pair(lead + kw + ", " + last, lead + pos + ", " + last, "=None", "):")
 
 
 def _class_init(rng: random.Random) -> TaskItem:
+    """As in the paper, an ``__init__`` of many ``self.p = p`` lines (2 to 4 before the
+    last two); the answer copies the attribute name just written, never the name
+    assigned on the line above."""
     x, y = _two_names(rng)
-    extra = [e for e in rng.sample(NAME_POOL, 3) if e not in (x, y)][: rng.randint(0, 1)]
+    extra = rng.sample([n for n in NAME_POOL if n not in (x, y)], rng.randint(2, 4))
     params = [x, y] + extra
     rng.shuffle(params)
     cls = rng.choice(CLASS_POOL)
@@ -426,6 +436,9 @@ def _for_while(rng: random.Random) -> TaskItem:
 
 
 def _else_elif(rng: random.Random) -> TaskItem:
+    """The paper: ``:`` or not ``:`` after ``else`` / ``elif``. Our tasks compare two
+    tokens, so "not ``:``" is the token that does follow ``elif`` here: the first name of
+    its condition, the variable the ``if`` above tested."""
     v = rng.choice(NAME_POOL)
     head, ind = _header(rng, args=[v] + rng.sample(VAR_POOL, rng.randint(0, 1)) if rng.random() < 0.7 else None)
     cond = rng.choice(["{v} is None", "{v} > 0", "{v} == 0", "{v} < 0", "{v} in seen", "{v}",
@@ -437,6 +450,10 @@ def _else_elif(rng: random.Random) -> TaskItem:
 
 
 def _fstring_brace(rng: random.Random) -> TaskItem:
+    """The paper: does the model insert a variable into ``print``'s string, i.e. open
+    `` {`` inside an f-string. The two-token contrast: `` {`` vs closing the string
+    (``")`` or ``')``, the quote it opened with) inside a plain string; the loop above
+    supplies a variable to insert."""
     v = rng.choice(VAR_POOL)
     it = rng.choice(ITERABLE_POOL)
     head, ind = _header(rng, docstring=False)
@@ -519,20 +536,27 @@ def _var_if(rng: random.Random) -> TaskItem:
 
 
 def _while_return_true(rng: random.Random) -> TaskItem:
+    """The paper predicts the indentation that follows the statement. Our newline token
+    carries that indentation, so the prompts end in ``while True:`` and ``return True``
+    and the answers are the line breaks one level in and one level out of the
+    statement's own indentation (4 or 8 spaces)."""
     v = rng.choice(VAR_POOL)
     head, ind = _header(rng, args=[v] if rng.random() < 0.5 else None)
-    cond = _cond(rng, v)
-    base = head + " " * ind + f"if {cond}:\n" + " " * (ind + 4)
-    return _pair(base + "while True", base + "return True", ":", newline_token(ind))
+    base = head
+    if ind == 4 and rng.random() < 0.6:
+        base += " " * ind + f"if {_cond(rng, v)}:\n"
+        ind += 4
+    base += " " * ind
+    return _pair(base + "while True:", base + "return True", newline_token(ind + 4), newline_token(ind - 4))
 
 
 _SPECS: list[tuple[str, str, Callable[[random.Random], TaskItem]]] = [
     ("single_double_quote", "close a string with its own quote: '\")' vs \"')\"", _single_double_quote),
     ("bracket_counting", "close a list literal: ']' at nesting depth 1 vs ']]' at depth 2", _bracket_counting),
     ("set_or_string", "after x = set() vs x = '': '.add' vs ' +='", _set_or_string_make(None)),
-    ("set_or_string_fixedvarname", "set_or_string with the variable always named 'x'",
-     _set_or_string_make("x")),
-    ("final_kwarg", "after keyword parameters '=' vs after positional ones '):'", _final_kwarg),
+    ("set_or_string_fixedvarname", "set_or_string with the variable always named 'current'",
+     _set_or_string_make("current")),
+    ("final_kwarg", "after keyword parameters '=None' vs after positional ones '):'", _final_kwarg),
     ("class_init", "in __init__, copy the attribute's name: self.x = ' x' (not the other parameter)",
      _class_init),
     ("with_as", "' as' after 'with open(...)' vs a newline after 'f = open(...)'", _with_as),
@@ -548,8 +572,8 @@ _SPECS: list[tuple[str, str, Callable[[random.Random], TaskItem]]] = [
     ("if_equals", "' ==' after 'if x' vs ' =' after a bare 'x' statement", _if_equals),
     ("enumerate_range", "' enumerate' for 'for i, x in' vs ' range' for 'for i in'", _enumerate_range),
     ("var_if", "':' after 'if x == True' vs a newline after 'x = True'", _var_if),
-    ("while_return_true", "':' after 'while True' vs a newline (dedent) after 'return True'",
-     _while_return_true),
+    ("while_return_true", "the indentation after 'while True:' (one level in) vs after "
+     "'return True' (one level out)", _while_return_true),
 ]
 
 TASKS: dict[str, Task] = {name: GeneratedTask(name, desc, make) for name, desc, make in _SPECS}
@@ -560,7 +584,7 @@ TASKS: dict[str, Task] = {name: GeneratedTask(name, desc, make) for name, desc, 
 
 def nonsense_task(name: str = "nonsense_name_when") -> Task:
     """A control task whose label is meaningless: a female first name -> ' when', a male
-    one -> ' is' (SPEC §7).  Pruning that reaches a low loss here shows how much low task
+    one -> ' is'.  Pruning that reaches a low loss here shows how much low task
     loss alone can prove about a circuit."""
     templates = [
         "# Written by {n}", "# Thanks to {n}", "# Patch by {n}", '"""Contributed by {n}',
@@ -582,7 +606,7 @@ CONTROL_TASKS: dict[str, Task] = {"nonsense_name_when": nonsense_task()}
 
 
 def task_names() -> list[str]:
-    """The 20 task names, in SPEC order."""
+    """The 20 task names, in their fixed order."""
     return list(TASKS)
 
 
