@@ -3,7 +3,14 @@ import math
 import torch
 
 from circuit_fixtures import random_model
-from sparsecircuits.circuits.graph import build_graph, count_edges, internal_edges, io_edges
+from sparsecircuits.circuits.graph import (
+    build_graph,
+    count_edges,
+    internal_edges,
+    internal_links,
+    io_edges,
+    link_counts,
+)
 from sparsecircuits.circuits.nodes import NodeSet
 from sparsecircuits.config import ModelConfig
 from sparsecircuits.model.gpt import GPT
@@ -38,28 +45,47 @@ def _patterned_model() -> GPT:
     return model.eval()
 
 
-def test_internal_edges_on_a_hand_set_pattern():
+# the nonzero weights between kept nodes, by hand (q:1 <- attn_in:0 is a weight, but attn_in:0 is not kept)
+WEIGHT_EDGES = {
+    ("blocks.0.hook_attn_in:1", "blocks.0.attn.hook_q:0"): 0.5,
+    ("blocks.0.hook_attn_in:1", "blocks.0.attn.hook_k:0"): 0.7,
+    ("blocks.0.hook_attn_in:3", "blocks.0.attn.hook_v:1"): -0.2,
+    ("blocks.0.attn.hook_v:1", "blocks.0.hook_attn_out:2"): 1.5,
+    ("blocks.0.hook_mlp_in:2", "blocks.0.mlp.hook_post:1"): 2.0,
+    ("blocks.0.mlp.hook_post:1", "blocks.0.hook_mlp_out:3"): -1.0,
+}
+RESIDUAL_LINKS = {
+    ("blocks.0.hook_attn_out:2", "blocks.0.hook_mlp_in:2"): 1.0,  # same block, MLP read
+    ("blocks.0.hook_attn_out:2", "blocks.1.hook_mlp_in:2"): 1.0,  # (attn_in:2 of block 1 has gain 0)
+    ("blocks.0.hook_mlp_out:3", "blocks.1.hook_attn_in:3"): 1.0,
+    ("blocks.0.hook_mlp_out:3", "blocks.1.hook_mlp_in:3"): 1.0,
+}
+QK_PAIRS = {("blocks.0.attn.hook_q:0", "blocks.0.attn.hook_k:0"): 1 / math.sqrt(2)}
+
+
+def test_edges_are_the_nonzero_weights_between_kept_nodes():
     model = _patterned_model()
     ns = NodeSet.from_model(model)
     keep = ns.keep_from_names(KEEP)
     got = {(ns.name(s), ns.name(t)): w for s, t, w in internal_edges(model, ns, keep)}
-    expected = {
-        ("blocks.0.hook_attn_in:1", "blocks.0.attn.hook_q:0"): 0.5,
-        ("blocks.0.hook_attn_in:1", "blocks.0.attn.hook_k:0"): 0.7,
-        ("blocks.0.hook_attn_in:3", "blocks.0.attn.hook_v:1"): -0.2,
-        ("blocks.0.attn.hook_q:0", "blocks.0.attn.hook_k:0"): 1 / math.sqrt(2),
-        ("blocks.0.attn.hook_v:1", "blocks.0.hook_attn_out:2"): 1.5,
-        ("blocks.0.hook_mlp_in:2", "blocks.0.mlp.hook_post:1"): 2.0,
-        ("blocks.0.mlp.hook_post:1", "blocks.0.hook_mlp_out:3"): -1.0,
-        ("blocks.0.hook_attn_out:2", "blocks.0.hook_mlp_in:2"): 1.0,  # same block, MLP read
-        ("blocks.0.hook_attn_out:2", "blocks.1.hook_mlp_in:2"): 1.0,  # (attn_in:2 of block 1 has gain 0)
-        ("blocks.0.hook_mlp_out:3", "blocks.1.hook_attn_in:3"): 1.0,
-        ("blocks.0.hook_mlp_out:3", "blocks.1.hook_mlp_in:3"): 1.0,
-    }
-    assert got.keys() == expected.keys()
-    for key, w in expected.items():
+    assert got.keys() == WEIGHT_EDGES.keys()
+    for key, w in WEIGHT_EDGES.items():
         assert math.isclose(got[key], w, rel_tol=1e-6), key
-    assert count_edges(model, ns, keep) == 11
+    assert count_edges(model, ns, keep) == 6
+    assert link_counts(model, ns, keep) == {"n_edges": 6, "n_residual_links": 4, "n_qk_pairs": 1}
+
+
+def test_internal_links_keep_residual_and_qk_links_under_their_kind():
+    model = _patterned_model()
+    ns = NodeSet.from_model(model)
+    keep = ns.keep_from_names(KEEP)
+    got = {(ns.name(s), ns.name(t)): (w, kind) for s, t, w, kind in internal_links(model, ns, keep)}
+    expected = {**{k: (w, "weight") for k, w in WEIGHT_EDGES.items()},
+                **{k: (w, "residual") for k, w in RESIDUAL_LINKS.items()},
+                **{k: (w, "qk") for k, w in QK_PAIRS.items()}}
+    assert got.keys() == expected.keys()
+    for key, (w, kind) in expected.items():
+        assert got[key][1] == kind and math.isclose(got[key][0], w, rel_tol=1e-6), key
 
 
 def test_io_edges_and_node_link_form():
@@ -77,7 +103,16 @@ def test_io_edges_and_node_link_form():
     }
     g = build_graph(model, ns, keep, tau=torch.linspace(-1, 1, ns.n), prompt_token_ids=[5, 1],
                     answer_token_ids=[7, 6])
-    assert g["n_edges"] == 11 and g["n_edges_with_io"] == 17 and len(g["links"]) == 17
+    assert len(g["links"]) == 17  # residual and q.k links stay in the graph ...
+    assert g["counts"] == {"n_edges": 6, "n_residual_links": 4, "n_qk_pairs": 1, "n_io_edges": 6,
+                           "n_edges_with_io": 12, "edge_count": "weights"}  # ... but not in n_edges
+    assert g["n_edges"] == 6 and g["n_edges_with_io"] == 12
+    kinds = {(lk["source"], lk["target"]): lk["kind"] for lk in g["links"]}
+    assert kinds[("blocks.0.attn.hook_q:0", "blocks.0.attn.hook_k:0")] == "qk"
+    assert kinds[("blocks.0.hook_mlp_out:3", "blocks.1.hook_attn_in:3")] == "residual"
+    assert kinds[("embed:5", "blocks.0.hook_attn_in:1")] == "embed"
+    assert kinds[("blocks.0.hook_mlp_out:3", "logit:7")] == "logit"
+    assert sum(k == "weight" for k in kinds.values()) == 6
     ids = {n["id"] for n in g["nodes"]}
     assert ids == set(KEEP) | {"embed:5", "logit:7"}  # token 1 and answer 6 have no edge: not listed
     for link in g["links"]:
@@ -98,13 +133,43 @@ def test_edges_join_kept_nodes_only_and_count_matches():
     ns = NodeSet.from_model(model)
     g = torch.Generator().manual_seed(3)
     keep = torch.rand(ns.n, generator=g) < 0.3
-    edges = internal_edges(model, ns, keep)
-    assert len(edges) == count_edges(model, ns, keep) > 0
-    for s, t, w in edges:
+    edges = internal_links(model, ns, keep)
+    assert sum(k == "weight" for *_, k in edges) == count_edges(model, ns, keep) > 0
+    for s, t, w, _ in edges:
         assert keep[s] and keep[t] and w != 0
-    # dropping a node removes exactly the edges touching it
+    # dropping a node removes exactly the links touching it
     node = edges[0][0]
     keep2 = keep.clone()
     keep2[node] = False
-    touching = sum(1 for s, t, _ in edges if node in (s, t))
-    assert count_edges(model, ns, keep2) == len(edges) - touching
+    touching = sum(1 for s, t, *_ in edges if node in (s, t))
+    assert len(internal_links(model, ns, keep2)) == len(edges) - touching
+
+
+def test_n_edges_is_a_brute_force_count_of_nonzero_weights():
+    """Entry by entry over the four matrices, independently of the vectorised code."""
+    model = random_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_((torch.rand_like(p) < 0.3).float())
+    ns = NodeSet.from_model(model)
+    keep = torch.rand(ns.n, generator=torch.Generator().manual_seed(5)) < 0.4
+    kept = {ns.name(i) for i in keep.nonzero().flatten().tolist()}
+    inner = ns.n_head * ns.d_head
+    count = 0
+    for i, blk in enumerate(model.blocks):
+        pre = f"blocks.{i}."
+        mats = [(blk.attn.c_attn.weight[part * inner:(part + 1) * inner], pre + "hook_attn_in", pre + f"attn.hook_{kind}")
+                for part, kind in enumerate("qkv")]
+        mats += [(blk.attn.c_proj.weight, pre + "attn.hook_v", pre + "hook_attn_out"),
+                 (blk.mlp.c_fc.weight, pre + "hook_mlp_in", pre + "mlp.hook_post"),
+                 (blk.mlp.c_proj.weight, pre + "mlp.hook_post", pre + "hook_mlp_out")]
+        for W, src, dst in mats:
+            for r in range(W.shape[0]):
+                for c in range(W.shape[1]):
+                    if W[r, c] != 0 and f"{src}:{c}" in kept and f"{dst}:{r}" in kept:
+                        count += 1
+    assert count > 0
+    assert count_edges(model, ns, keep) == count == len(internal_edges(model, ns, keep))
+    counts = link_counts(model, ns, keep)
+    assert counts["n_edges"] == count and counts["n_residual_links"] > 0

@@ -95,7 +95,8 @@ def quote_circuit() -> dict:
         "task": "single_double_quote",
         "forced": False,
         "metrics": {"full_loss": 0.08, "full_accuracy": 0.97, "circuit_loss": 0.142, "circuit_accuracy": 0.95,
-                    "n_nodes": 20, "n_edges": 25, "target_loss": 0.15, "ablation": "mean", "curve": curve,
+                    "n_nodes": 20, "n_edges": 25, "edge_count": "weights", "target_loss": 0.15, "ablation": "mean",
+                    "curve": curve,
                     "size_vs_target": size, "settings": {"k_coef": 1e-4, "lr": 3e-3, "steps": 2000}, "seed": 0},
         "nodes": nodes,
         "links": links,
@@ -125,7 +126,8 @@ def bracket_circuit() -> dict:
     return {"schema_version": 1, "model": {"run": "tiny", "n_layer": 4, "d_model": 128, "n_head": 8},
             "task": "bracket_counting", "forced": True,
             "metrics": {"full_loss": 0.2, "full_accuracy": 0.9, "circuit_loss": 0.31, "circuit_accuracy": 0.81,
-                        "n_nodes": 7, "n_edges": 4, "target_loss": 0.15, "ablation": "zero", "curve": [],
+                        "n_nodes": 7, "n_edges": 4, "edge_count": "weights", "target_loss": 0.15,
+                        "ablation": "zero", "curve": [],
                         "size_vs_target": [], "settings": {}, "seed": 1},
             "nodes": nodes, "links": links}
 

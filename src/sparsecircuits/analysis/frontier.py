@@ -12,7 +12,10 @@ grid of models over weight density (1.0 = dense) and width:
    costs a fraction of a separate pruning per target.  Circuits are saved to
    ``OUT/<name>/circuits/<task>/circuit.json`` and reused when their settings match;
    a task the model has not learned (below 80% accuracy) is skipped and noted;
-3. per model and target, the geometric mean of edges (and nodes) over tasks.  Curves
+3. per model and target, the geometric mean of edges (and nodes) over tasks.  Edges are
+   nonzero weights between kept nodes (``sparsecircuits.circuit_sizes``), and a circuit
+   counts only where it met the target on held-out items (``met_heldout``; a size that
+   met it on the train items alone is not a result).  Curves
    compare geometric means over the same tasks: those whose circuits met the target in
    every model (``common_tasks``); if none, each model's own met tasks are plotted but
    no ratio is drawn from them (``mixed_tasks``: sizes of different tasks do not
@@ -57,6 +60,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..circuit_sizes import EDGE_COUNT
+from ..circuit_sizes import geometric_mean as geomean
 from ..io import to_jsonable
 from ..errors import UserError
 
@@ -228,6 +233,8 @@ def _cached_circuit(path: Path, want: dict, targets: Sequence[float]):
         c = Circuit.load(path)
     except UserError:
         return None
+    if c.metrics.get("edge_count") != EDGE_COUNT:
+        return None  # sizes counted another way (or without held-out losses): prune again
     s = c.settings
     if any(s.get(k) != want[k] for k in PRUNE_KEYS) or s.get("target_loss") != want["target_loss"]:
         return None
@@ -270,22 +277,15 @@ def prune_sizes(run, task: str, targets: Sequence[float], settings: dict, force:
         if r is None:
             out["targets"][f"{t:g}"] = {"nodes": None, "edges": None, "met": False}
         else:
-            met = bool(r.get("met", True))
+            met = bool(r.get("met_heldout", False))
             out["targets"][f"{t:g}"] = {"nodes": int(r["n_nodes"]) if met else None,
                                         "edges": int(r["n_edges"]) if met else None,
-                                        "loss": r.get("loss"), "met": met}
+                                        "loss": r.get("loss"), "test_loss": r.get("test_loss"), "met": met,
+                                        "met_train": bool(r.get("met", False))}
     return out
 
 
 # ---------------------------------------------------------------------------- aggregation
-
-
-def geomean(values: Sequence[float]) -> float | None:
-    """Geometric mean of sizes, each counted as at least 1; None for no values."""
-    vals = [max(float(v), 1.0) for v in values if v is not None]
-    if not vals:
-        return None
-    return float(math.exp(sum(math.log(v) for v in vals) / len(vals)))
 
 
 def _clean(points: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

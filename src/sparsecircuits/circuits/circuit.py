@@ -7,15 +7,19 @@ front ends read::
      "model": {"run", "n_layer", "d_model", "n_head", "d_head", "d_mlp", "vocab_size"},
      "task": str, "forced": bool,
      "metrics": {"full_loss", "full_accuracy", "circuit_loss", "circuit_accuracy",
-                 "n_nodes", "n_edges", "n_edges_with_io", "target_loss", "ablation",
+                 "n_nodes", "n_edges", "n_residual_links", "n_qk_pairs", "n_io_edges",
+                 "n_edges_with_io", "edge_count", "target_loss", "ablation",
                  "curve": [{"step", "loss", "n_open"}],
-                 "size_vs_target": [{"target_loss", "n_nodes", "n_edges", "loss"}],
+                 "size_vs_target": [{"target_loss", "n_nodes", "n_edges", "loss", "met", ...}],
                  "calibration": {"scale", "shift"}, "settings": {...}, "seed", "seconds"},
      "nodes": [{"id", "hook", "index", "layer", "site", "head", "token", "mask"}],
-     "links": [{"source", "target", "weight"}]}
+     "links": [{"source", "target", "weight", "kind"}]}
 
-``n_nodes`` counts internal nodes (not embed/logit); ``n_edges`` counts internal edges
-(the circuit's size, SPEC §4) and ``n_edges_with_io`` adds embedding and logit edges.
+``n_nodes`` counts internal nodes (not embed/logit).  ``n_edges``, the circuit's size, is
+the paper's edge count: nonzero weights between kept nodes.  Residual links, q.k pairs
+and embedding/logit links are in ``links`` too, counted apart (``n_residual_links``,
+``n_qk_pairs``, ``n_io_edges``); ``sparsecircuits.circuit_sizes`` has the convention and
+how files written before it are read (their counts recomputed from their links).
 
 Calibration.  A discrete circuit's logits are off-scale, so a scale ``a >= 0`` and a shift
 ``b`` are fitted on train items (SPEC §4).  They act on the answer logits in a fixed
@@ -34,6 +38,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..circuit_sizes import EDGE_COUNT, RECOMPUTED, link_counts, upgrade_metrics
 from ..io import to_jsonable
 from ..errors import UserError
 from .masking import MaskedModel, ablation_baseline
@@ -126,6 +131,12 @@ class Circuit:
     forced: bool = False
     _run: Any = field(default=None, repr=False, compare=False)
     _baselines: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a circuit built in memory (pruning, the checks) is counted the current way: fill in
+        # the counts apart from n_edges from its links; loaded files are upgraded in from_json
+        if self.metrics.get("edge_count") not in (EDGE_COUNT, RECOMPUTED):
+            self.metrics = {**self.metrics, **link_counts(self.nodes, self.links), "edge_count": EDGE_COUNT}
 
     # ------------------------------------------------------------ properties
     @property
@@ -255,7 +266,7 @@ class Circuit:
                 raise bad(f"links[{i}] must join two listed node ids")
             if not isinstance(link.get("weight"), (int, float)) or isinstance(link.get("weight"), bool):
                 raise bad(f"links[{i}] has no numeric weight")
-        metrics = dict(obj["metrics"])
+        metrics = upgrade_metrics(dict(obj["metrics"]), obj["nodes"], obj["links"])
         cal = metrics.get("calibration", {"scale": 1.0, "shift": 0.0})
         if not (isinstance(cal, dict) and all(isinstance(cal.get(k), (int, float)) for k in ("scale", "shift"))):
             raise bad("metrics.calibration must be {scale, shift} numbers")

@@ -1,23 +1,31 @@
-"""Edges of a circuit: the nonzero weights joining two kept nodes (SPEC §4).
+"""Edges and links of a circuit: what joins two kept nodes.
 
-Internal edges, counted as the circuit's size (``n_edges``), within and across layers:
+The circuit's size, ``n_edges``, is the paper's edge count: the nonzero weights joining
+two kept nodes (``sparsecircuits.circuit_sizes`` explains the convention).  Kinds of
+link, each ``(source, target, weight)``:
 
-* residual write -> residual read of the same channel ``c`` in a later sublayer: the
-  ``attn_out`` of block ``i`` feeds the ``mlp_in`` of block ``i`` and every read of blocks
-  after ``i``; the ``mlp_out`` of block ``i`` feeds every read of later blocks.  The
-  weight is the read's RMSNorm gain for ``c`` (a zero gain means no edge);
+``weight`` (counted in ``n_edges``), within one block:
+
 * ``attn_in`` channel ``c`` -> q/k/v channel ``j`` where ``attn.c_attn.weight[row, c]``
   is nonzero (row ``j``, ``H*Dh + j`` or ``2*H*Dh + j``);
-* ``mlp_in`` ``c`` -> neuron ``n`` where ``mlp.c_fc.weight[n, c] != 0``;
-* neuron ``n`` -> ``mlp_out`` ``c`` where ``mlp.c_proj.weight[c, n] != 0``;
 * v channel ``j`` -> ``attn_out`` ``c`` where ``attn.c_proj.weight[c, j] != 0`` (the value
   reaches the output through the attention pattern);
-* q channel ``j`` -> k channel ``j`` (same head, same channel within the head) when both
-  are kept: the score sums ``q_j * k_j`` over matching channels, so the pair is one
-  multiplicative link; its weight is the score's scale ``1 / sqrt(d_head)``.
+* ``mlp_in`` ``c`` -> neuron ``n`` where ``mlp.c_fc.weight[n, c] != 0``;
+* neuron ``n`` -> ``mlp_out`` ``c`` where ``mlp.c_proj.weight[c, n] != 0``.
 
-Input/output edges, reported separately (``n_edges_with_io`` = internal + these) because
-they depend on the task's vocabulary rather than on the circuit's computation:
+``residual`` (``n_residual_links``): residual write -> residual read of the same channel
+``c`` in a later sublayer: the ``attn_out`` of block ``i`` feeds the ``mlp_in`` of block
+``i`` and every read of blocks after ``i``; the ``mlp_out`` of block ``i`` feeds every
+read of later blocks.  The weight is the read's RMSNorm gain for ``c`` (a zero gain
+means no link).  These are no weight matrix's entries: the stream is the identity.
+
+``qk`` (``n_qk_pairs``): q channel ``j`` -> k channel ``j`` (same head, same channel
+within the head) when both are kept: the score sums ``q_j * k_j`` over matching
+channels, so the pair is one multiplicative link; its weight is the score's scale
+``1 / sqrt(d_head)``.
+
+``embed`` / ``logit`` (``n_io_edges``), which depend on the task's vocabulary rather than
+on the circuit's computation:
 
 * ``embed:<token>`` -> every kept residual read of channel ``c`` for each prompt token
   with ``wte[token, c] != 0`` (the embedding stays in the residual stream, so every
@@ -26,7 +34,7 @@ they depend on the task's vocabulary rather than on the circuit's computation:
 * every kept residual write of channel ``c`` -> ``logit:<token>`` for each answer token,
   weight ``lm_head[token, c] * ln_final gain[c]`` when nonzero.
 
-Not nodes and not edges: positional embeddings, biases, attention sinks and the bigram
+Not nodes and not links: positional embeddings, biases, attention sinks and the bigram
 table, which are never masked.
 """
 from __future__ import annotations
@@ -36,13 +44,17 @@ from typing import Iterable
 
 import torch
 
+from ..circuit_sizes import EDGE_COUNT, counts_from_kinds
 from .nodes import READ_KINDS, WRITE_KINDS, NodeSet, hook_name
 
 Edge = tuple[int, int, float]  # (source flat index, target flat index, weight)
 
 
+LINK_KINDS = ("weight", "residual", "qk")  # internal links; "weight" ones are the edges
+
+
 class _EdgeSink:
-    """Collects edges as tensors (fast even for a whole model), or only counts them."""
+    """Collects links of one kind as tensors (fast even for a whole model), or only counts them."""
 
     def __init__(self, count_only: bool) -> None:
         self.count_only = count_only
@@ -81,7 +93,7 @@ def _matrix_edges(W: torch.Tensor, src: tuple, dst: tuple, sink: _EdgeSink) -> N
 
 
 def _diag_edges(gain: torch.Tensor, src: tuple, dst: tuple, d_model: int, sink: _EdgeSink) -> None:
-    """Same-channel edges src c -> dst c weighted by a nonzero per-channel gain."""
+    """Same-channel links src c -> dst c weighted by a nonzero per-channel gain."""
     (si, s0), (di, d0) = src, dst
     both = torch.zeros(d_model, dtype=torch.bool)
     both[si] = True
@@ -93,49 +105,72 @@ def _diag_edges(gain: torch.Tensor, src: tuple, dst: tuple, d_model: int, sink: 
 
 
 @torch.no_grad()
-def _collect(model, nodes: NodeSet, keep: torch.Tensor, sink: _EdgeSink) -> None:
+def _collect(model, nodes: NodeSet, keep: torch.Tensor, sinks: dict[str, _EdgeSink]) -> None:
+    """Feed every internal link between kept nodes to the sink of its kind (kinds without a sink are skipped)."""
     keep = keep.to("cpu", torch.bool)
     inner = nodes.n_head * nodes.d_head
     D = nodes.d_model
     blocks = model.blocks
+    weight, residual, qk_sink = sinks.get("weight"), sinks.get("residual"), sinks.get("qk")
     for i in range(nodes.n_layer):
         blk = blocks[i]
-        reads_a = _kept(nodes, keep, i, "attn_in")
-        W = blk.attn.c_attn.weight  # (3*H*Dh, D) packing q, k, v
-        for part, kind in enumerate(("q", "k", "v")):
-            _matrix_edges(W[part * inner:(part + 1) * inner], reads_a, _kept(nodes, keep, i, kind), sink)
-        (q, q0), (k, k0) = _kept(nodes, keep, i, "q"), _kept(nodes, keep, i, "k")
-        qk = torch.zeros(inner, dtype=torch.bool)
-        qk[q] = True
-        kk = torch.zeros(inner, dtype=torch.bool)
-        kk[k] = True
-        j = (qk & kk).nonzero().flatten()
-        sink.add(q0 + j, k0 + j, torch.full((j.numel(),), 1.0 / math.sqrt(nodes.d_head)))
-        _matrix_edges(blk.attn.c_proj.weight, _kept(nodes, keep, i, "v"), _kept(nodes, keep, i, "attn_out"), sink)
-        _matrix_edges(blk.mlp.c_fc.weight, _kept(nodes, keep, i, "mlp_in"), _kept(nodes, keep, i, "neuron"), sink)
-        _matrix_edges(blk.mlp.c_proj.weight, _kept(nodes, keep, i, "neuron"), _kept(nodes, keep, i, "mlp_out"), sink)
-        # residual stream: writes of block i -> later reads of the same channel
-        attn_w, mlp_w = _kept(nodes, keep, i, "attn_out"), _kept(nodes, keep, i, "mlp_out")
-        _diag_edges(blk.ln_2.weight, attn_w, _kept(nodes, keep, i, "mlp_in"), D, sink)
-        for j_layer in range(i + 1, nodes.n_layer):
-            later = blocks[j_layer]
-            for writes in (attn_w, mlp_w):
-                _diag_edges(later.ln_1.weight, writes, _kept(nodes, keep, j_layer, "attn_in"), D, sink)
-                _diag_edges(later.ln_2.weight, writes, _kept(nodes, keep, j_layer, "mlp_in"), D, sink)
+        if weight is not None:
+            reads_a = _kept(nodes, keep, i, "attn_in")
+            W = blk.attn.c_attn.weight  # (3*H*Dh, D) packing q, k, v
+            for part, kind in enumerate(("q", "k", "v")):
+                _matrix_edges(W[part * inner:(part + 1) * inner], reads_a, _kept(nodes, keep, i, kind), weight)
+            _matrix_edges(blk.attn.c_proj.weight, _kept(nodes, keep, i, "v"), _kept(nodes, keep, i, "attn_out"),
+                          weight)
+            _matrix_edges(blk.mlp.c_fc.weight, _kept(nodes, keep, i, "mlp_in"), _kept(nodes, keep, i, "neuron"),
+                          weight)
+            _matrix_edges(blk.mlp.c_proj.weight, _kept(nodes, keep, i, "neuron"), _kept(nodes, keep, i, "mlp_out"),
+                          weight)
+        if qk_sink is not None:
+            (q, q0), (k, k0) = _kept(nodes, keep, i, "q"), _kept(nodes, keep, i, "k")
+            qk = torch.zeros(inner, dtype=torch.bool)
+            qk[q] = True
+            kk = torch.zeros(inner, dtype=torch.bool)
+            kk[k] = True
+            j = (qk & kk).nonzero().flatten()
+            qk_sink.add(q0 + j, k0 + j, torch.full((j.numel(),), 1.0 / math.sqrt(nodes.d_head)))
+        if residual is not None:
+            # residual stream: writes of block i -> later reads of the same channel
+            attn_w, mlp_w = _kept(nodes, keep, i, "attn_out"), _kept(nodes, keep, i, "mlp_out")
+            _diag_edges(blk.ln_2.weight, attn_w, _kept(nodes, keep, i, "mlp_in"), D, residual)
+            for j_layer in range(i + 1, nodes.n_layer):
+                later = blocks[j_layer]
+                for writes in (attn_w, mlp_w):
+                    _diag_edges(later.ln_1.weight, writes, _kept(nodes, keep, j_layer, "attn_in"), D, residual)
+                    _diag_edges(later.ln_2.weight, writes, _kept(nodes, keep, j_layer, "mlp_in"), D, residual)
+
+
+def internal_links(model, nodes: NodeSet, keep: torch.Tensor) -> list[tuple[int, int, float, str]]:
+    """Every internal link between kept nodes, as flat ``(source, target, weight, kind)``."""
+    sinks = {kind: _EdgeSink(count_only=False) for kind in LINK_KINDS}
+    _collect(model, nodes, keep, sinks)
+    return [(s, t, w, kind) for kind in LINK_KINDS for s, t, w in sinks[kind].edges()]
 
 
 def internal_edges(model, nodes: NodeSet, keep: torch.Tensor) -> list[Edge]:
-    """Every internal edge between kept nodes, as flat ``(source, target, weight)``."""
+    """The circuit's edges: nonzero weights between kept nodes, as flat ``(source, target, weight)``."""
     sink = _EdgeSink(count_only=False)
-    _collect(model, nodes, keep, sink)
+    _collect(model, nodes, keep, {"weight": sink})
     return sink.edges()
 
 
 def count_edges(model, nodes: NodeSet, keep: torch.Tensor) -> int:
-    """The circuit's size: the number of internal edges (SPEC §4)."""
+    """The circuit's size: the number of nonzero weights between kept nodes (the paper's edges)."""
     sink = _EdgeSink(count_only=True)
-    _collect(model, nodes, keep, sink)
+    _collect(model, nodes, keep, {"weight": sink})
     return sink.count
+
+
+def link_counts(model, nodes: NodeSet, keep: torch.Tensor) -> dict[str, int]:
+    """``{"n_edges", "n_residual_links", "n_qk_pairs"}`` of the kept nodes."""
+    sinks = {kind: _EdgeSink(count_only=True) for kind in LINK_KINDS}
+    _collect(model, nodes, keep, sinks)
+    return {"n_edges": sinks["weight"].count, "n_residual_links": sinks["residual"].count,
+            "n_qk_pairs": sinks["qk"].count}
 
 
 def _read_gain(model, layer: int, kind: str) -> torch.Tensor:
@@ -185,8 +220,11 @@ def _token_text(tokenizer, t: int) -> str | None:
 def build_graph(model, nodes: NodeSet, keep: torch.Tensor, tau: torch.Tensor | None = None,
                 prompt_token_ids: Iterable[int] = (), answer_token_ids: Iterable[int] = (),
                 tokenizer=None) -> dict:
-    """Node-link form of a circuit: ``{"nodes", "links", "n_edges", "n_edges_with_io"}``.
+    """Node-link form of a circuit: ``{"nodes", "links", "counts"}`` plus each count at the top.
 
+    Every link carries its ``kind`` (``weight``, ``residual``, ``qk``, ``embed``,
+    ``logit``); ``counts`` holds ``n_edges`` (weights only), ``n_residual_links``,
+    ``n_qk_pairs``, ``n_io_edges``, ``n_edges_with_io`` and the ``edge_count`` marker.
     Internal nodes carry ``mask`` (their final tau, or null); embed and logit nodes are
     listed only when they have at least one link, with their token's text.
     """
@@ -198,9 +236,8 @@ def build_graph(model, nodes: NodeSet, keep: torch.Tensor, tau: torch.Tensor | N
         d["token"] = None
         d["mask"] = None if tau is None else float(tau[f])
         node_list.append(d)
-    links = [{"source": nodes.name(s), "target": nodes.name(t), "weight": w}
-             for s, t, w in internal_edges(model, nodes, keep)]
-    n_internal = len(links)
+    links = [{"source": nodes.name(s), "target": nodes.name(t), "weight": w, "kind": kind}
+             for s, t, w, kind in internal_links(model, nodes, keep)]
     io = io_edges(model, nodes, keep, prompt_token_ids, answer_token_ids)
     embeds = sorted({int(s.split(":")[1]) for s, _, _ in io if s.startswith("embed:")})
     logits = sorted({int(t.split(":")[1]) for _, t, _ in io if t.startswith("logit:")})
@@ -208,6 +245,8 @@ def build_graph(model, nodes: NodeSet, keep: torch.Tensor, tau: torch.Tensor | N
                  "head": None, "token": _token_text(tokenizer, t), "mask": None} for t in embeds]
     io_nodes += [{"id": f"logit:{t}", "hook": "logit", "index": t, "layer": nodes.n_layer, "site": "logit",
                   "head": None, "token": _token_text(tokenizer, t), "mask": None} for t in logits]
-    links += [{"source": s, "target": t, "weight": w} for s, t, w in io]
+    links += [{"source": s, "target": t, "weight": w, "kind": "embed" if s.startswith("embed:") else "logit"}
+              for s, t, w in io]
+    counts = {**counts_from_kinds(lk["kind"] for lk in links), "edge_count": EDGE_COUNT}
     return {"nodes": io_nodes[:len(embeds)] + node_list + io_nodes[len(embeds):], "links": links,
-            "n_edges": n_internal, "n_edges_with_io": len(links)}
+            "counts": counts, **counts}

@@ -428,9 +428,14 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
     size_vs_target = []
     for t in s.size_targets:  # same ranking, same train items; loss is the calibrated train loss
         kt, met_t = (k, best["met"]) if t == s.target_loss else prober.smallest(t, best["n_open"], rel_tol=0.02)
+        # the held-out loss of that size, calibrated on train items like the main circuit
+        at, bt = prober.calibration(kt)
+        test_t = test_cal if kt == k else calibrated_diff(
+            circuit_diffs(masked, prober.keep(kt), data.test, s.eval_batch), orientation(data.test), at, bt)
         size_vs_target.append({"target_loss": t, "n_nodes": kt,
                                "n_edges": count_edges(model, nodes, prober.keep(kt)),
-                               "loss": prober.loss(kt), "met": met_t})
+                               "loss": prober.loss(kt), "met": met_t, "test_loss": diff_loss(test_t),
+                               "met_heldout": diff_loss(test_t) <= t})
 
     timings["size_vs_target"] = time.perf_counter() - tick
     tick = time.perf_counter()

@@ -3,16 +3,18 @@
 Writes ``RUN_DIR/circuits/<task>/circuit.json`` and prints one summary line.  With
 ``--all-tasks`` every built-in task the model has learned (>= 80% test accuracy) is
 pruned, the others are skipped with a note, and ``RUN_DIR/circuits/summary.json`` plus a
-table with the geometric mean of edge counts (SPEC §4) are written.
+table with the geometric mean of edge counts are written.  The mean counts only circuits
+that met the target on held-out items (and were not forced); the others are listed beside
+it (``sparsecircuits.circuit_sizes``).
 """
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from pathlib import Path
 
+from ..circuit_sizes import geometric_mean, size_summary  # noqa: F401  (geometric_mean: re-exported)
 from ..errors import UserError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -58,13 +60,6 @@ def _summary_line(c, path: Path) -> str:
     return (f"{c.task}{flag}: {m['n_nodes']} nodes, {m['n_edges']} edges; circuit loss {m['circuit_loss']:.3f} "
             f"(acc {m['circuit_accuracy']:.0%}), full model {m['full_loss']:.3f} (acc {m['full_accuracy']:.0%}); "
             f"{m['seconds']:.0f}s{met} -> {path}")
-
-
-def geometric_mean(values: list[int]) -> float | None:
-    """Geometric mean of edge counts, each floored at 1 (a 0-edge circuit would zero it)."""
-    if not values:
-        return None
-    return math.exp(sum(math.log(max(v, 1)) for v in values) / len(values))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,14 +113,18 @@ def run(args: argparse.Namespace) -> int:
         print(_summary_line(circuit, path))
         m = circuit.metrics
         results.append({"task": name, "n_nodes": m["n_nodes"], "n_edges": m["n_edges"],
-                        "n_edges_with_io": m["n_edges_with_io"], "circuit_loss": m["circuit_loss"],
-                        "circuit_accuracy": m["circuit_accuracy"], "full_loss": m["full_loss"],
+                        "n_residual_links": m["n_residual_links"], "n_qk_pairs": m["n_qk_pairs"],
+                        "n_io_edges": m["n_io_edges"], "n_edges_with_io": m["n_edges_with_io"],
+                        "circuit_loss": m["circuit_loss"], "circuit_accuracy": m["circuit_accuracy"],
+                        "target_loss": m["target_loss"], "full_loss": m["full_loss"],
                         "full_accuracy": m["full_accuracy"], "target_met": m.get("target_met", True),
                         "forced": circuit.forced, "seconds": m["seconds"], "path": str(path)})
     if args.all_tasks:
-        gm = geometric_mean([r["n_edges"] for r in results])
+        sizes = size_summary(results)
+        gm = sizes["geomean_edges"]
         summary = {"run": str(args.run_dir), "target_loss": args.target_loss, "ablation": args.ablation,
-                   "geomean_edges": gm, "tasks": results, "skipped": skipped}
+                   "geomean_edges": gm, "geomean_nodes": sizes["geomean_nodes"], "geomean_tasks": sizes["counted"],
+                   "not_in_geomean": sizes["excluded"], "tasks": results, "skipped": skipped}
         atomic_write_json(out_root / "summary.json", summary)
         print(f"{'task':<28} {'nodes':>6} {'edges':>7} {'loss':>7} {'acc':>5}")
         for r in results:
@@ -133,5 +132,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{r['circuit_accuracy']:>5.0%}")
         gm_text = "n/a" if gm is None else f"{gm:.1f}"
         print(f"{len(results)} circuits, {len(skipped)} tasks skipped; geometric mean of edges {gm_text} "
+              f"over {len(sizes['counted'])} circuit(s) that met the target on held-out items "
               f"-> {out_root / 'summary.json'}")
+        for x in sizes["excluded"]:
+            print(f"  not in the mean: {x['task']} ({x['n_edges']} edges): {x['reason']}")
     return 0

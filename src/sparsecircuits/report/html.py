@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from ..circuit_sizes import size_summary, upgrade_circuit_json
 from ..errors import UserError
 from ..io import atomic_path
 
@@ -271,7 +272,7 @@ def load_run_data(run_dir: str | Path) -> RunData:
                 entry.error = err
                 warnings.append(f"circuits/{sub.name}/circuit.json: {err}")
             else:
-                entry.data = data
+                entry.data = upgrade_circuit_json(data)  # older files: edge counts from their links
             circuits.append(entry)
     return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings)
 
@@ -960,9 +961,24 @@ def _forced_badge(forced: Any) -> str:
     return "no" if forced is False else "\u2013"
 
 
+def _size_note(sized: list[dict]) -> str:
+    """The geometric mean over circuits that met the target on held-out items; the others beside it."""
+    if not sized:
+        return ""
+    s = size_summary(sized)
+    gm = s["geomean_edges"]
+    text = (f"Geometric mean circuit size over the {len(s['counted'])} circuit(s) that met the target on "
+            f"held-out items: <b>{gm:.1f}</b> edges (nonzero weights between kept nodes)." if gm is not None
+            else "No circuit met its target on held-out items, so there is no geometric mean of sizes.")
+    if s["excluded"]:
+        text += " Not in the mean: " + "; ".join(
+            f"{_e(x['task'])} ({_e(_fmt(_int(x['n_edges'])))} edges, {_e(x['reason'])})" for x in s["excluded"]) + "."
+    return f"<p class=\"muted\">{text}</p>"
+
+
 def _task_table(run: RunData) -> str:
     rows = []
-    edges = []
+    sized: list[dict] = []
     seen_tasks = set()
     for c in run.circuits:
         full = run.tasks.get(c.task, {})
@@ -977,8 +993,9 @@ def _task_table(run: RunData) -> str:
         acc = full.get("accuracy", m.get("full_accuracy"))
         floss = full.get("loss", m.get("full_loss"))
         ne = _int(m.get("n_edges"))
-        if ne and ne > 0:
-            edges.append(ne)
+        sized.append({"task": c.task, "n_edges": ne, "n_nodes": _int(m.get("n_nodes")),
+                      "circuit_loss": _num(m.get("circuit_loss")), "target_loss": _num(m.get("target_loss")),
+                      "forced": c.data.get("forced") is True})
         rows.append([link, _pct(acc), _loss(floss), _e(_fmt(_int(m.get("n_nodes")))), _e(_fmt(ne)),
                      _loss(m.get("circuit_loss")), _pct(m.get("circuit_accuracy")), _loss(m.get("target_loss")),
                      _forced_badge(c.data.get("forced")), _checks_summary(c.data)])
@@ -991,12 +1008,7 @@ def _task_table(run: RunData) -> str:
                 "<code>sparsecircuits prune</code>.</p>")
     headers = ["task", "full acc", "full loss", "circuit nodes", "circuit edges", "circuit loss",
                "circuit acc", "target", "forced", "checks"]
-    table = _table(headers, rows, numeric=range(1, 8), cls="data tasks")
-    if edges:
-        gm = math.exp(sum(math.log(e) for e in edges) / len(edges))
-        table += (f"<p class=\"muted\">Geometric mean circuit size over {len(edges)} circuit(s): "
-                  f"<b>{gm:.1f}</b> edges.</p>")
-    return table
+    return _table(headers, rows, numeric=range(1, 8), cls="data tasks") + _size_note(sized)
 
 
 def render_index(run: RunData) -> str:
@@ -1026,12 +1038,14 @@ def _metric_cards(m: dict, model: dict) -> str:
     closs = _num(m.get("circuit_loss"))
     ok = "" if target is None or closs is None else ("good" if closs <= target else "bad")
     target_html = f" <small>/ target {_e(_loss(target))}</small>" if target is not None else ""
-    io = _int(m.get("n_edges_with_io"))
-    with_io = f" <small>/ {_e(_fmt(io))} with io</small>" if io is not None else ""
+    others = [(key, label) for key, label in (("n_residual_links", "residual"), ("n_qk_pairs", "q.k"),
+                                              ("n_io_edges", "embed/logit")) if _int(m.get(key)) is not None]
+    links = " \u00b7 ".join(f"{_e(_fmt(_int(m.get(key))))} {label}" for key, label in others)
     shape = " \u00b7 ".join(f"{k} {model[k]}" for k in ("n_layer", "d_model", "n_head") if k in model)
     return _cards([
         ("nodes", _e(_fmt(_int(m.get("n_nodes")))), ""),
-        ("edges", _e(_fmt(_int(m.get("n_edges")))) + with_io, ""),
+        ("edges", _e(_fmt(_int(m.get("n_edges")))) + " <small>nonzero weights</small>", ""),
+        ("other links", links or "\u2013", ""),
         ("circuit loss", _e(_loss(closs)) + target_html, ok),
         ("full-model loss", _e(_loss(m.get("full_loss"))), ""),
         ("circuit acc", _e(_pct(m.get("circuit_accuracy"))), ""),
