@@ -12,6 +12,7 @@ from sparsecircuits.tasks import (
     TaskBatch,
     TaskExample,
     TaskItem,
+    binary_task_loss,
     encode_examples,
     evaluate_task,
     flatten,
@@ -50,9 +51,22 @@ def test_logit_diff_reads_last_position():
 def test_loss_is_binary_cross_entropy_over_the_two_answers():
     logits, batch = _hand_batch()
     diffs = [3.0, -1.0, 0.0]
-    # BCE with target "correct": -log softmax over the two answer logits.
-    expected = sum(-math.log(math.exp(d) / (math.exp(d) + 1.0)) for d in diffs) / 3
+    # BCE with target "correct": -log softmax over the two answer logits, summed over a
+    # pair (two prompts) and averaged over pairs: twice the mean over prompts.
+    expected = 2 * sum(-math.log(math.exp(d) / (math.exp(d) + 1.0)) for d in diffs) / 3
     assert task_loss(logits, batch).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_loss_is_per_pair_like_the_papers_code():
+    """One pair, by hand, the way the paper's released loss counts it: the sum over the
+    two prompts of -log p(answer) under a softmax over the pair's two answer tokens."""
+    la, lb = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 1.5])  # logits of (tok, alt)
+    # prompt a wants tok, prompt b wants alt
+    expected = -(torch.log_softmax(la, 0)[0] + torch.log_softmax(lb, 0)[1]).item()
+    diff = torch.tensor([la[0] - la[1], lb[1] - lb[0]])  # correct minus incorrect, (2,)
+    assert binary_task_loss(diff).item() == pytest.approx(expected, rel=1e-6)
+    # chance: both prompts at p = 1/2 costs 2 ln 2, and more pairs average
+    assert binary_task_loss(torch.zeros(6)).item() == pytest.approx(2 * math.log(2))
 
 
 def test_loss_is_stable_for_large_logits():
@@ -60,7 +74,7 @@ def test_loss_is_stable_for_large_logits():
     logits = logits * 1e4
     loss = task_loss(logits, batch)
     assert torch.isfinite(loss)
-    assert loss.item() == pytest.approx((0.0 + 1e4 + math.log(2)) / 3, rel=1e-5)
+    assert loss.item() == pytest.approx(2 * (0.0 + 1e4 + math.log(2)) / 3, rel=1e-5)
 
 
 def test_accuracy_counts_ties_as_wrong():
@@ -170,7 +184,7 @@ def test_evaluate_matches_unpadded_single_examples(tokenizer, bag_model):
             diffs.append(task_logit_diff(bag_model(single.tokens), single).item())
     diffs = torch.tensor(diffs)
     assert got["n"] == len(exs)
-    assert got["loss"] == pytest.approx(torch.nn.functional.softplus(-diffs).mean().item(), rel=1e-5)
+    assert got["loss"] == pytest.approx(2 * torch.nn.functional.softplus(-diffs).mean().item(), rel=1e-5)
     assert got["accuracy"] == pytest.approx((diffs > 0).float().mean().item())
 
 

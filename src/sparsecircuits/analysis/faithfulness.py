@@ -6,22 +6,23 @@ check below tests one of these ways a circuit can mislead, and has a fixed thres
 that a verdict is ``pass`` or ``flag`` (a flag asks for a closer look; it is not an
 error).  All evaluations use the circuit's own ablation (mean or zero) and held-out test
 items regenerated from the circuit's task, seed and ``n_test``.  Losses are the task loss
-in nats (binary cross-entropy over the two answer logits; chance is ln 2 = 0.693).
+in nats per pair (``tasks.base.binary_task_loss``: the binary cross-entropies over the two
+answer logits of a pair's two prompts, summed; chance is 2 ln 2 = 1.386).
 
 =====================  ======================================================  ============
 check                  value (and when it passes)                              threshold
 =====================  ======================================================  ============
-necessity              loss of the full model with only the circuit's nodes    >= 0.6
+necessity              loss of the full model with only the circuit's nodes    >= 1.2
                        ablated, after the best scale and shift (fitted on
                        train items): removing the circuit must leave the model
-                       near chance (0.6 = 87% of ln 2).  Passes if value >= 0.6
-sufficiency            the circuit's calibrated loss on held-out test items;   target + 0.05
-                       passes if value <= the pruning target + 0.05
-sufficiency_shifted    worst excess loss over shifted variants (longer         <= 0.1
+                       near chance (1.2 = 87% of 2 ln 2).  Passes if >= 1.2
+sufficiency            the circuit's calibrated loss on held-out test items;   target + 0.1
+                       passes if value <= the pruning target + 0.1
+sufficiency_shifted    worst excess loss over shifted variants (longer         <= 0.2
                        prompts, other names, other nesting, a prefix of other
                        code; ``analysis/variants.py``): per variant, the
                        circuit's loss minus max(target, the full model's loss
-                       on that variant).  Passes if value <= 0.1
+                       on that variant).  Passes if value <= 0.2
 random_baseline        the circuit's calibrated test loss; random circuits     5th pct.
                        with the same number of nodes at every site (20 draws,
                        each calibrated the same way) give the threshold, their
@@ -76,13 +77,14 @@ from ..circuits.graph import build_graph
 from ..circuits.masking import MaskedModel, ablation_baseline
 from ..circuits.nodes import NodeSet
 from ..errors import UserError
-from ..tasks.base import TaskBatch, TaskExample, TaskItem, encode_examples
+from ..tasks.base import PROMPTS_PER_PAIR, TaskBatch, TaskExample, TaskItem, encode_examples
 
 # ---------------------------------------------------------------------------- thresholds
 
-NECESSITY_MIN_LOSS = 0.6
-SUFFICIENCY_MARGIN = 0.05
-SHIFT_MAX_EXCESS = 0.1
+# Loss thresholds are set per prompt and scaled to the per-pair task loss.
+NECESSITY_MIN_LOSS = PROMPTS_PER_PAIR * 0.6
+SUFFICIENCY_MARGIN = PROMPTS_PER_PAIR * 0.05
+SHIFT_MAX_EXCESS = PROMPTS_PER_PAIR * 0.1
 RANDOM_DRAWS = 20
 RANDOM_PERCENTILE = 5.0
 NONSENSE_MIN_RATIO = 2.0
@@ -299,7 +301,7 @@ def check_necessity(ctx: _Ctx) -> dict:
     return _result(loss, NECESSITY_MIN_LOSS, loss >= NECESSITY_MIN_LOSS,
                    f"circuit ablated: loss {loss:.3f} (acc {acc:.0%}) after refit, raw loss {raw['raw_loss']:.3f} "
                    f"(acc {raw['raw_accuracy']:.0%}); full model {full['loss']:.3f} (acc {full['accuracy']:.0%}); "
-                   f"chance {math.log(2):.3f}",
+                   f"chance {PROMPTS_PER_PAIR * math.log(2):.3f}",
                    {"calibrated_accuracy": acc, **raw, "full_loss": full["loss"], "full_accuracy": full["accuracy"]})
 
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..circuit_sizes import EDGE_COUNT, RECOMPUTED, link_counts, upgrade_metrics
 from ..io import to_jsonable
 from ..errors import UserError
+from ..tasks.base import binary_task_loss
 from .masking import MaskedModel, ablation_baseline
 from .nodes import SITE_KINDS, NodeSet
 
@@ -63,8 +64,8 @@ def calibrated_diff(diff: torch.Tensor, sign: torch.Tensor, scale: float, shift:
 
 
 def diff_loss(diff: torch.Tensor) -> float:
-    """Mean binary cross-entropy of correct-minus-incorrect differences (the task loss)."""
-    v = float(F.softplus(-diff).mean())
+    """The task loss (per pair, ``tasks.base.binary_task_loss``) of correct-minus-incorrect differences."""
+    v = float(binary_task_loss(diff))
     return v if math.isfinite(v) else float("inf")
 
 

@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
+from ..tasks.base import binary_task_loss
 from .circuit import (
     Circuit,
     MODEL_KEYS,
@@ -272,7 +272,7 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
             last = masked(batch.tokens, m, last_pos=batch.last_pos)  # (b, V)
             diffs.append(last.gather(1, batch.correct_id[:, None])[:, 0]
                          - last.gather(1, batch.incorrect_id[:, None])[:, 0])
-        task = F.softplus(-torch.cat(diffs)).mean()
+        task = binary_task_loss(torch.cat(diffs))
         loss = task + k_coef * m.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,9 +1,12 @@
 """The task format: pairs of prompts with a correct and an incorrect one-token answer.
 
 A task asks a binary question of the model at the last prompt position: is the logit of
-the correct answer above that of the incorrect one?  Task loss is the binary
-cross-entropy over just those two logits (SPEC §5), so a task measures one choice and
-nothing else the model might want to say next.
+the correct answer above that of the incorrect one?  Each prompt's loss is the binary
+cross-entropy over just those two logits, so a task measures one choice and nothing else
+the model might want to say next.  The task loss is counted per pair, as the paper's
+released code does: the two prompts' cross-entropies summed, averaged over pairs, which
+is twice the mean over prompts (``binary_task_loss``; chance is ``2 ln 2``).  So
+``--target-loss 0.15`` is the paper's 0.15; ``docs/tasks.md`` gives the evidence.
 
 Items come in pairs (``TaskItem``) of prompts that differ minimally and whose answers
 swap (``a.correct == b.incorrect``), so a circuit must read the difference between the
@@ -24,6 +27,9 @@ import torch.nn.functional as F
 from ..errors import UserError
 
 SPLITS = ("train", "test")
+
+# Prompts per pair: the task loss sums the binary cross-entropies of a pair's prompts.
+PROMPTS_PER_PAIR = 2
 
 
 @dataclass(frozen=True)
@@ -269,9 +275,20 @@ def task_logit_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     return good - bad
 
 
+def binary_task_loss(diff: torch.Tensor) -> torch.Tensor:
+    """The task loss from correct-minus-incorrect logit differences, (N,) -> scalar.
+
+    Each prompt's binary cross-entropy is ``-log sigmoid(diff) = softplus(-diff)``; the
+    loss is their sum over a pair averaged over pairs, i.e. ``PROMPTS_PER_PAIR`` times
+    the mean over prompts (the same number for any N, paired or not).  This is the one
+    place the convention lives: pruning, circuits and the checks all call it.
+    """
+    return PROMPTS_PER_PAIR * F.softplus(-diff).mean()
+
+
 def task_loss(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
-    """Mean binary cross-entropy over the two answer logits: -log sigmoid(diff) = softplus(-diff)."""
-    return F.softplus(-task_logit_diff(logits, batch)).mean()
+    """The task loss (``binary_task_loss``) of logits (N, T, V) at each prompt's last position."""
+    return binary_task_loss(task_logit_diff(logits, batch))
 
 
 def task_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -302,7 +319,7 @@ def evaluate_task(model, batch: TaskBatch, batch_size: int = 256) -> dict:
         logits = model(chunk.tokens)  # (B, T, V)
         diffs.append(task_logit_diff(logits.float(), chunk).cpu())
     diff = torch.cat(diffs)  # (N,)
-    loss = F.softplus(-diff).mean().item()
+    loss = binary_task_loss(diff).item()
     return {
         "loss": float(loss) if math.isfinite(loss) else float("inf"),
         "accuracy": float((diff > 0).float().mean().item()),
