@@ -341,7 +341,7 @@ def _class_init(rng: random.Random) -> TaskItem:
     cls = rng.choice(CLASS_POOL)
     base = rng.choice(["", "(object)", "(Exception)", "(Base)"])
     head = f"class {cls}{base}:\n"
-    if rng.random() < 0.3:
+    if len(extra) < 4 and rng.random() < 0.3:  # keeps the longest prompt within 96 tokens
         head += f'    """A {cls.lower()}."""\n\n'
     head += f"    def __init__(self, {', '.join(params)}):\n"
     pre = "".join(f"        self.{e} = {e}\n" for e in extra)
