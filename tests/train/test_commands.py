@@ -2,20 +2,31 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
+import numpy as np
 import pytest
 
 from sparsecircuits.cli import main
 from sparsecircuits.config import build_config
+from sparsecircuits.data.shards import TokenShards
 
-from .conftest import snapshot
+from .conftest import metrics, snapshot
 
 
 def test_eval_json(reference_run, capsys):
     assert main(["eval", str(reference_run), "--batches", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["val_loss"] < out["unigram_loss"] + 1.0
+    # the same weights on the same windows as the last evaluation during training
+    assert out["val_loss"] == pytest.approx(metrics(reference_run)[-1]["val_loss"], rel=1e-5)
+    vocab = build_config("cpu-tiny").data.vocab_size
+    assert out["val_loss"] < math.log(vocab) - 0.5  # well below a uniform guess
+    # the baseline by hand: val tokens under add-one-smoothed unigram frequencies of train
+    shards = TokenShards(json.loads((reference_run / "config.json").read_text())["data"]["data_dir"])
+    counts = np.bincount(np.asarray(shards.train), minlength=vocab) + 1.0
+    by_hand = float(-np.log(counts / counts.sum())[np.asarray(shards.val)].mean())
+    assert out["unigram_loss"] == pytest.approx(by_hand, rel=1e-9)
     assert out["nonzero_frac"] == pytest.approx(build_config("cpu-tiny").train.density, abs=1e-3)
     assert out["nonzero"] < out["sparse_numel"]
     names = {r["name"] for r in out["tensors"]}

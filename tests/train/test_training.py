@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -143,5 +144,17 @@ def test_clip_grad_rms():
     a.grad, b.grad = torch.full((3,), 4.0), torch.full((5,), 4.0)
     assert clip_grad_rms_([a, b], 1.0) == pytest.approx(4.0)
     assert torch.allclose(a.grad, torch.ones(3)) and torch.allclose(b.grad, torch.ones(5))
+    # below the limit, or with clipping off (0), nothing is scaled
+    assert clip_grad_rms_([a, b], 2.0) == pytest.approx(1.0)
+    a.grad.fill_(3.0)
+    assert clip_grad_rms_([a, b], 0.0) == pytest.approx(math.sqrt((9 * 3 + 5) / 8))
+    assert a.grad.tolist() == [3.0] * 3 and b.grad.tolist() == [1.0] * 5
+    # a non-finite entry: the RMS is NaN and no gradient is touched (the loop then stops)
     b.grad[0] = float("inf")
-    assert clip_grad_rms_([a, b], 1.0) != clip_grad_rms_([a, b], 1.0)  # NaN: not finite
+    assert math.isnan(clip_grad_rms_([a, b], 1.0))
+    assert a.grad.tolist() == [3.0] * 3 and b.grad[1:].tolist() == [1.0] * 4
+    # parameters without a gradient are skipped, and none at all gives 0
+    c = torch.zeros(2, requires_grad=True)
+    a.grad.fill_(2.0)
+    assert clip_grad_rms_([a, c], 1.0) == pytest.approx(2.0) and a.grad.tolist() == [1.0] * 3
+    assert clip_grad_rms_([c], 1.0) == 0.0
