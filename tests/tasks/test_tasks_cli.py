@@ -153,3 +153,51 @@ def test_eval_prompt_longer_than_context(capsys, run_dir, tmp_path):
     f.write_text(json.dumps({"prompt": "x = 1\n" * 100 + "for item", "correct": " in", "incorrect": ":"}) + "\n")
     assert main(["tasks", "eval", str(run_dir), "--tasks-file", str(f)]) == 2
     assert "context" in _one_error_line(capsys)
+
+
+def test_eval_with_code_context(capsys, run_dir, tiny_data_dir):
+    argv = ["tasks", "eval", str(run_dir), "--tasks", "for_while,bracket_counting", "--n", "6",
+            "--context-tokens", "100", "--data", str(tiny_data_dir)]
+    assert main(argv + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    for r in data["results"]:
+        c = r["context"]
+        assert c["tokens"] == 100 and c["n"] == r["n"] == 12
+        assert r["prompt_tokens"] + 20 < c["prompt_tokens"] <= 100
+        assert 0.0 <= c["accuracy"] <= 1.0 and c["loss"] > 0
+    assert data["summary"]["context"]["tokens"] == 100
+    # the short-context numbers are the ones without the option
+    assert main(argv[:-4] + ["--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)["results"]
+    assert [(p["loss"], p["accuracy"]) for p in plain] == [(r["loss"], r["accuracy"]) for r in data["results"]]
+    assert all("context" not in p for p in plain)
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].split() == ["task", "accuracy", "loss", "n", "acc@100", "loss@100", "tokens"]
+    assert "with up to 100 tokens of code context" in out[-1]
+
+
+def test_eval_context_bad_inputs_exit_2(capsys, run_dir, tmp_path, tiny_data_dir):
+    base = ["tasks", "eval", str(run_dir), "--tasks", "for_while", "--n", "2"]
+    assert main(base + ["--context-tokens", "500", "--data", str(tiny_data_dir)]) == 2
+    assert "128" in _one_error_line(capsys)  # longer than the model's context
+    assert main(base + ["--context-tokens", "-1"]) == 2
+    _one_error_line(capsys)
+    assert main(base + ["--context-tokens", "64", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in _one_error_line(capsys)
+
+
+def test_context_data_dir_defaults_to_the_runs(tmp_path):
+    from types import SimpleNamespace
+
+    from sparsecircuits.config import RunConfig
+    from sparsecircuits.data.build import default_data_dir
+    from sparsecircuits.tasks.context import run_data_dir
+
+    cfg = RunConfig()
+    run = SimpleNamespace(config=cfg)
+    assert run_data_dir(run) == default_data_dir(cfg.data.vocab_size, cfg.data.simple_bytes)
+    cfg.data.data_dir = str(tmp_path)
+    assert run_data_dir(run) == tmp_path
+    assert run_data_dir(run, tmp_path / "other") == tmp_path / "other"

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pe.add_argument("--seed", type=int, default=0)
     pe.add_argument("--batch-size", type=int, default=256)
     pe.add_argument("--device", default="cpu")
+    pe.add_argument("--context-tokens", type=int, default=0, metavar="N",
+                    help="also score each pair behind whole lines of validation code, the same for both "
+                         "prompts, so a prompt totals up to N tokens (the paper uses up to 256)")
+    pe.add_argument("--data", type=Path, help="data dir with the run's val.bin for --context-tokens "
+                                              "(default: the run's configured or default data)")
     pe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pe.set_defaults(func=run_eval)
 
@@ -111,6 +116,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.context_tokens < 0:
+        raise UserError(f"--context-tokens must be at least 1, got {args.context_tokens}")
     # Check the cheap inputs before loading the model.
     tasks = _selected_tasks(args)
     files = [(Path(f).stem, load_jsonl_examples(f)) for f in args.tasks_file]
@@ -119,22 +126,44 @@ def run_eval(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, device=args.device)
     results = evaluate_suite(run, [t.name for t in tasks], n=args.n, seed=args.seed, extra=files,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, context_tokens=args.context_tokens,
+                             data_dir=args.data)
 
     mean_acc = sum(r["accuracy"] for r in results) / len(results)
     mean_loss = sum(r["loss"] for r in results) / len(results)
     solved = sum(r["loss"] <= 0.15 for r in results)
     summary = {"mean_accuracy": mean_acc, "mean_loss": mean_loss, "tasks": len(results),
                "below_0.15_nats": solved}
+    long = [r["context"] for r in results if "context" in r]
+    if long:
+        summary["context"] = {"tokens": args.context_tokens,
+                              "mean_accuracy": sum(c["accuracy"] for c in long) / len(long),
+                              "mean_loss": sum(c["loss"] for c in long) / len(long),
+                              "below_0.15_nats": sum(c["loss"] <= 0.15 for c in long)}
     if args.json:
         print(json.dumps({"run": str(args.run_dir), "split": "test", "seed": args.seed,
                           "results": results, "summary": summary}, indent=2))
         return 0
     width = max(12, max(len(r["task"]) for r in results))
-    print(f"{'task':<{width}} {'accuracy':>9} {'loss':>8} {'n':>6}")
+    n_ctx = args.context_tokens
+    header = f"{'task':<{width}} {'accuracy':>9} {'loss':>8} {'n':>6}"
+    if long:
+        header += f" {'acc@' + str(n_ctx):>9} {'loss@' + str(n_ctx):>9} {'tokens':>7}"
+    print(header)
     for r in results:
-        loss = f"{r['loss']:.4f}" if math.isfinite(r["loss"]) else "inf"
-        print(f"{r['task']:<{width}} {r['accuracy']:>9.3f} {loss:>8} {r['n']:>6}")
-    print(f"{len(results)} tasks on {args.run_dir}: mean accuracy {mean_acc:.3f}, mean loss {mean_loss:.4f} nats, "
-          f"{solved} with loss <= 0.15")
+        line = f"{r['task']:<{width}} {r['accuracy']:>9.3f} {_loss(r['loss']):>8} {r['n']:>6}"
+        if "context" in r:
+            c = r["context"]
+            line += f" {c['accuracy']:>9.3f} {_loss(c['loss']):>9} {c['prompt_tokens']:>7.1f}"
+        print(line)
+    print(f"{len(results)} tasks on {args.run_dir}: mean accuracy {mean_acc:.3f}, mean loss {mean_loss:.4f} nats "
+          f"per pair, {solved} with loss <= 0.15")
+    if long:
+        s = summary["context"]
+        print(f"with up to {n_ctx} tokens of code context: mean accuracy {s['mean_accuracy']:.3f}, "
+              f"mean loss {s['mean_loss']:.4f} nats per pair, {s['below_0.15_nats']} with loss <= 0.15")
     return 0
+
+
+def _loss(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "inf"
