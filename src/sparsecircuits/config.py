@@ -125,10 +125,15 @@ class DataConfig:
 
     def validate(self) -> None:
         if self.vocab_size < 300:
+    # bytes of generated simple Python (data/simple_python.py) added to the default data's
+    # train split; 0 = the standard library alone. Ignored when data_dir is set.
+    simple_bytes: int = 0
             raise UserError(f"data.vocab_size must be >= 300, got {self.vocab_size}")
 
 
 @dataclass
+        if self.simple_bytes < 0:
+            raise UserError(f"data.simple_bytes must be >= 0, got {self.simple_bytes}")
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

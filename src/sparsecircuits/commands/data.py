@@ -25,9 +25,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=0, help="seed for the train/val split (default 0)")
     build.add_argument("--val-frac", type=float, default=None, help="fraction of files in val (default 0.03)")
     build.add_argument("--max-bytes", type=int, default=None, help="cap the corpus to a random subset of this many bytes")
+    build.add_argument("--simple-bytes", type=int, default=0, metavar="N",
+                       help="add N bytes of generated simple Python to the train split (default 0)")
     build.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
     build.add_argument("--no-progress", action="store_true", help="no progress output")
     build.set_defaults(func=run_build)
+    leaks = sub.add_parser(
+        "check-leaks",
+        help="look for held-out task prompts (with their answers) verbatim in the train split",
+        description="Decode DATA_DIR's train split and search it for every held-out task prompt "
+        "followed by its correct answer. Exit 0 when none is found, 1 when some are.",
+    )
+    leaks.add_argument("data_dir", metavar="DATA_DIR")
+    leaks.add_argument("--n", type=int, default=200, help="held-out items per task (default 200)")
+    leaks.add_argument("--json", action="store_true", help="print the full report as JSON")
+    leaks.set_defaults(func=run_check_leaks)
     parser.set_defaults(func=lambda args: _missing_subcommand(parser))
 
 
@@ -41,6 +53,11 @@ def run_build(args: argparse.Namespace) -> int:
     from ..data.corpus import DEFAULT_VAL_FRAC
 
     started = time.time()
+    exclude: set[str] = set()
+    if args.simple_bytes > 0:
+        from ..tasks.held_out import held_out_answers
+
+        exclude = held_out_answers()
     out = build_data(
         src_dirs=args.src,
         out=Path(args.out) if args.out else None,
@@ -50,6 +67,8 @@ def run_build(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
         progress=not args.no_progress,
         force=args.force,
+        simple_bytes=args.simple_bytes,
+        exclude=exclude,
     )
     try:
         meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
@@ -62,3 +81,22 @@ def run_build(args: argparse.Namespace) -> int:
         f"vocab {meta['vocab_size']}, {time.time() - started:.1f}s -> {out}"
     )
     return 0
+
+
+def run_check_leaks(args: argparse.Namespace) -> int:
+    from ..data.build import require_data_dir
+    from ..data.leaks import find_leaks
+    from ..tasks.python_tasks import TASKS
+
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    report = find_leaks(require_data_dir(args.data_dir), TASKS, n_items=args.n)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    for name, found in report.leaks.items():
+        for s in found[:3]:
+            print(f"leak in {name}: {s!r}")
+    checked = sum(report.checked.values())
+    print(f"leak check: {report.n_leaks} of {checked} held-out prompts (with answers) found in "
+          f"{report.train_tokens:,} train tokens")
+    return 1 if report.n_leaks else 0

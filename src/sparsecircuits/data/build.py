@@ -17,6 +17,7 @@ standard library's train split fits under the cap, so there it sees all of it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import secrets
@@ -24,7 +25,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable
 
 import tokenizers
 from tqdm import tqdm
@@ -34,6 +35,7 @@ from ..io import atomic_write_json, read_json
 from .corpus import DEFAULT_MAX_FILE_BYTES, DEFAULT_VAL_FRAC, Corpus, collect_corpus, default_source_dirs
 from .required_tokens import REQUIRED_TOKENS
 from .shards import TOKEN_DTYPE, append_tokens
+from .simple_python import GENERATOR_NAME, add_simple_python
 from .tokenizer import EOT, eot_id, save_tokenizer, train_tokenizer
 
 FORMAT_VERSION = 1
@@ -44,16 +46,23 @@ ENCODE_CHUNK_BYTES = 2_000_000
 __all__ = ["build_data", "build_tiny_data", "default_data_dir", "ensure_default_data", "is_complete", "DATA_FILES"]
 
 
-def default_data_dir(vocab_size: int = 2048) -> Path:
-    """``$SPARSECIRCUITS_CACHE`` (or ``~/.cache/sparsecircuits``) / ``data-stdlib-v{vocab}``."""
+def default_data_dir(vocab_size: int = 2048, simple_bytes: int = 0) -> Path:
+    """``$SPARSECIRCUITS_CACHE`` (or ``~/.cache/sparsecircuits``) / ``data-stdlib-v{vocab}``,
+    or ``data-stdlib+simple{MB}M-v{vocab}`` with generated simple Python added."""
     root = os.environ.get("SPARSECIRCUITS_CACHE") or Path.home() / ".cache" / "sparsecircuits"
-    return Path(root).expanduser() / f"data-stdlib-v{vocab_size}"
+    name = "data-stdlib" + (f"+simple{simple_bytes / 1e6:g}M" if simple_bytes > 0 else "")
+    return Path(root).expanduser() / f"{name}-v{vocab_size}"
 
 
 def _settings(
-    src_dirs: list[str], vocab_size: int, seed: int, val_frac: float, max_bytes: int | None, max_file_bytes: int
+    src_dirs: list[str], vocab_size: int, seed: int, val_frac: float, max_bytes: int | None, max_file_bytes: int,
+    simple_bytes: int = 0, exclude: Collection[str] = (),
 ) -> dict:
-    return {
+    extra = {}
+    if simple_bytes > 0:
+        digest = hashlib.sha256("\0".join(sorted(exclude)).encode("utf-8")).hexdigest()
+        extra = {"simple_bytes": simple_bytes, "simple_generator": GENERATOR_NAME, "simple_exclude_sha256": digest}
+    return extra | {
         "format_version": FORMAT_VERSION,
         "sources": src_dirs,
         "vocab_size": vocab_size,
@@ -183,13 +192,20 @@ def build_data(
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     force: bool = False,
+    simple_bytes: int = 0,
+    exclude: Collection[str] = (),
 ) -> Path:
     """Build (or reuse) a data dir from ``src_dirs`` (default: the standard library).
 
-    ``out`` defaults to ``default_data_dir(vocab_size)``. ``max_bytes`` caps the corpus
-    to a seeded random subset of files (quick tests). Returns the data dir's path.
+    ``out`` defaults to ``default_data_dir(vocab_size, simple_bytes)``. ``max_bytes`` caps
+    the corpus to a seeded random subset of files (quick tests). ``simple_bytes`` adds that
+    much generated simple Python (``data.simple_python``) to the train split, leaving out
+    any generated module that contains a string of ``exclude`` (the held-out task prompts
+    with their answers). Returns the data dir's path.
     """
-    out = Path(out).expanduser() if out is not None else default_data_dir(vocab_size)
+    if simple_bytes < 0:
+        raise UserError(f"simple-python bytes must be >= 0, got {simple_bytes}")
+    out = Path(out).expanduser() if out is not None else default_data_dir(vocab_size, simple_bytes)
     out = out.absolute()
     if not 258 <= vocab_size <= 65536:
         raise UserError(f"vocab size must be between 258 and 65536, got {vocab_size}")
@@ -199,10 +215,11 @@ def build_data(
     # Python (another standard library) is not mistaken for this one's.
     sources = default_source_dirs() if src_dirs is None else [Path(d).expanduser().resolve() for d in src_dirs]
     src_key = [str(p) for p in sources]
-    settings = _settings(src_key, vocab_size, seed, val_frac, max_bytes, max_file_bytes)
+    settings = _settings(src_key, vocab_size, seed, val_frac, max_bytes, max_file_bytes, simple_bytes, exclude)
     if not force and is_complete(out, settings):
         return out
     corpus = collect_corpus(src_dirs, seed=seed, val_frac=val_frac, max_file_bytes=max_file_bytes, max_bytes=max_bytes)
+    corpus = add_simple_python(corpus, simple_bytes, seed, exclude)
     _check_out(out)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -232,9 +249,12 @@ def build_data(
     return out
 
 
-def ensure_default_data(vocab_size: int = 2048, progress: bool = True) -> Path:
-    """The standard-library data dir in the cache, built on first use."""
-    return build_data(None, default_data_dir(vocab_size), vocab_size=vocab_size, progress=progress)
+def ensure_default_data(vocab_size: int = 2048, progress: bool = True, simple_bytes: int = 0,
+                        exclude: Collection[str] = ()) -> Path:
+    """The standard-library data dir (plus ``simple_bytes`` of generated simple Python,
+    without ``exclude``) in the cache, built on first use."""
+    return build_data(None, default_data_dir(vocab_size, simple_bytes), vocab_size=vocab_size,
+                      progress=progress, simple_bytes=simple_bytes, exclude=exclude)
 
 
 def require_data_dir(path: str | os.PathLike) -> Path:

@@ -76,12 +76,19 @@ def init_distributed(device: str) -> DistInfo:
 
 
 def resolve_data(cfg: RunConfig) -> Path:
-    """The token-shard folder: the configured one, or the stdlib default built on first use."""
+    """The token-shard folder: the configured one, or the default (the stdlib, plus generated
+    simple Python when ``data.simple_bytes`` asks for it) built on first use."""
     from ..data.build import ensure_default_data, require_data_dir
 
     if cfg.data.data_dir:
         return require_data_dir(cfg.data.data_dir)
-    return Path(ensure_default_data(vocab_size=cfg.data.vocab_size)).resolve()
+    exclude: set[str] = set()
+    if cfg.data.simple_bytes > 0:
+        from ..tasks.held_out import held_out_answers
+
+        exclude = held_out_answers()
+    return Path(ensure_default_data(vocab_size=cfg.data.vocab_size, simple_bytes=cfg.data.simple_bytes,
+                                    exclude=exclude)).resolve()
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
