@@ -32,4 +32,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['name']:<36} {shape:<14} {r['nonzero']:>9} {r['density']:>8.4f}{tag}")
     print(f"val loss {result['val_loss']:.4f} nats/token (unigram baseline {result['unigram_loss']:.4f}); "
           f"nonzero fraction {result['nonzero_frac']:.4f} ({result['nonzero']}/{result['sparse_numel']})")
+    m = result["measures"]
+    dens = ", ".join(f"{k} {v:.3f}" for k, v in m["activation_density"].items())
+    print(f"residual kurtosis {m['residual_kurtosis']:.2f}; dead neurons {m['dead_neuron_frac']:.3f}, "
+          f"dead q/k/v channels {m['dead_attn_channel_frac']:.3f}; activation density: {dens}")
     return 0
