@@ -67,6 +67,9 @@ from .nodes import NodeSet
 DEFAULT_STEPS = 60
 DEFAULT_LR = 1e-2
 DEFAULT_K_COEFS = (1e-3, 3e-3, 1e-2)
+DEFAULT_BETA2 = 0.999
+DEFAULT_GRAD_CLIP = 0.0
+LR_DECAYS = ("linear", "constant")
 SIZE_TARGETS = (0.05, 0.1, 0.15, 0.2, 0.3)
 MIN_ACCURACY = 0.8
 
@@ -85,6 +88,10 @@ class PruneSettings:
     k_coefs: list[float] = field(default_factory=lambda: list(DEFAULT_K_COEFS))
     lr: float = DEFAULT_LR
     weight_decay: float = 1e-3
+    beta2: float = DEFAULT_BETA2  # AdamW's second-moment decay (beta1 stays 0.9)
+    grad_clip: float = DEFAULT_GRAD_CLIP  # max L2 norm of the tau gradient; 0 = no clipping
+    lr_decay: str = "linear"  # "linear" (to 0 at the last step) or "constant"
+    warmup_frac: float = 0.0  # fraction of steps with a linear lr warmup before the decay
     tau_init_mean: float = 0.1
     tau_init_std: float = 0.01
     temperature: float = 1.0
@@ -113,7 +120,26 @@ class PruneSettings:
             raise UserError("n_train, n_test and batch_pairs must be >= 1")
         if self.temperature <= 0:
             raise UserError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.beta2 < 1:
+            raise UserError(f"beta2 must be in [0, 1), got {self.beta2}")
+        if not (self.grad_clip >= 0 and self.lr > 0 and self.weight_decay >= 0):
+            raise UserError("grad_clip and weight_decay must be >= 0 and lr > 0")
+        if self.lr_decay not in LR_DECAYS:
+            raise UserError(f"unknown lr_decay {self.lr_decay!r}; expected one of: {', '.join(LR_DECAYS)}")
+        if not 0 <= self.warmup_frac < 1:
+            raise UserError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not self.tau_init_std >= 0:
+            raise UserError(f"tau_init_std must be >= 0, got {self.tau_init_std}")
         return self
+
+    def lr_factor(self, step: int) -> float:
+        """The lr multiplier at ``step``: linear warmup, then linear decay (or constant)."""
+        warm = int(round(self.warmup_frac * self.steps))
+        if step < warm:
+            return (step + 1) / warm
+        if self.lr_decay == "constant":
+            return 1.0
+        return max(0.0, 1.0 - (step - warm) / max(1, self.steps - warm))
 
 
 # ---------------------------------------------------------------------------- bisection
@@ -252,8 +278,8 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
     n = masked.nodes.n
     g = torch.Generator().manual_seed(seed)
     tau = (s.tau_init_mean + s.tau_init_std * torch.randn(n, generator=g)).requires_grad_(True)
-    opt = torch.optim.AdamW([tau], lr=s.lr, weight_decay=s.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / s.steps))
+    opt = torch.optim.AdamW([tau], lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, s.lr_factor)
     device = next(masked.model.parameters()).device
     n_groups = data.n_train_groups
     per_batch = min(s.batch_pairs * 2 // data.group, n_groups)  # 64 pairs = 128 prompts
@@ -276,6 +302,8 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
         loss = task + k_coef * m.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([tau], s.grad_clip)
         opt.step()
         sched.step()
         with torch.no_grad():
@@ -353,6 +381,16 @@ def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: i
     fields (``lr``, ``batch_pairs``, ``threads``, ...) may be passed as keywords.
     """
     t0 = time.perf_counter()
+    s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
+    with _threads(s.threads):
+        ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
+        return _prune(ctx, s, seed=int(seed), progress=progress, t0=t0)
+
+
+def make_settings(target_loss: float = 0.15, ablation: str = "mean", steps: int | None = None,
+                  k_coefs: Sequence[float] | None = None, n_train: int = 256, n_test: int = 128,
+                  **overrides) -> PruneSettings:
+    """Validated ``PruneSettings`` from ``prune()``'s keywords (shared with the search)."""
     s = PruneSettings(target_loss=float(target_loss), ablation=ablation, n_train=n_train, n_test=n_test)
     if steps is not None:
         s.steps = int(steps)
@@ -364,13 +402,28 @@ def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: i
         setattr(s, key, value)
     if s.target_loss not in s.size_targets:
         s.size_targets = sorted(set(s.size_targets) | {s.target_loss})
-    s.validate()
-    with _threads(s.threads):
-        return _prune(run, task, s, seed=int(seed), force=force, progress=progress, name=name, means=means, t0=t0)
+    return s.validate()
 
 
-def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, name: str | None,
-           means: torch.Tensor | None, t0: float) -> Circuit:
+@dataclass
+class _Context:
+    """Everything one pruning run needs besides its settings: built once, shared by runs."""
+
+    run: object
+    model: torch.nn.Module
+    nodes: NodeSet
+    data: _TaskData
+    masked: MaskedModel  # with the ablation baseline
+    probe: object  # the train items the bisection evaluates on
+    full_loss: float
+    full_acc: float
+    full_train_loss: float
+    timings: dict
+
+
+def _prepare(run, task, s: PruneSettings, seed: int, force: bool, name: str | None,
+             means: torch.Tensor | None, t0: float) -> _Context:
+    """Encode the task, score the full model (refusing an unlearned task) and build the masked model."""
     model = run.model
     model.eval()
     nodes = NodeSet.from_model(model)
@@ -391,33 +444,56 @@ def _prune(run, task, s: PruneSettings, seed: int, force: bool, progress: bool, 
     masked = MaskedModel(model, ablation_baseline(run, s.ablation, means), nodes)
     timings["means"] = time.perf_counter() - tick
     timings["optimise"] = timings["bisect"] = 0.0
+    return _Context(run, model, nodes, data, masked, probe, full_loss, full_acc, full_train_loss, timings)
+
+
+def _candidate(ctx: _Context, s: PruneSettings, k_coef: float, seed: int, bar=None) -> dict:
+    """One optimisation at one ``k_coef``, then the smallest top-``K`` passing on the train items."""
+    tick = time.perf_counter()
+    tau, curve = optimise_tau(ctx.masked, ctx.data, k_coef, s, seed, bar)
+    ctx.timings["optimise"] += time.perf_counter() - tick
+    tick = time.perf_counter()
+    order = torch.argsort(-tau, stable=True)
+    prober = _Prober(ctx.masked, order, ctx.probe, s)
+    n_open = int((tau > 0).sum())
+    k, met = prober.smallest(s.target_loss, n_open)
+    edges = count_edges(ctx.model, ctx.nodes, prober.keep(k))
+    ctx.timings["bisect"] += time.perf_counter() - tick
+    return {"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k,
+            "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open}
+
+
+def heldout_loss(ctx: _Context, cand: dict, s: PruneSettings) -> tuple[float, float]:
+    """Calibrated loss and accuracy of a candidate's circuit on the test items (never used to prune it)."""
+    prober, k = cand["prober"], cand["k"]
+    a, b = prober.calibration(k)
+    diff = circuit_diffs(ctx.masked, prober.keep(k), ctx.data.test, s.eval_batch)
+    cal = calibrated_diff(diff, orientation(ctx.data.test), a, b)
+    return diff_loss(cal), float((cal > 0).float().mean())
+
+
+def _prune(ctx: _Context, s: PruneSettings, seed: int, progress: bool, t0: float) -> Circuit:
+    """The k_coef sweep: one candidate per k_coef, the fewest edges meeting the target kept."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=s.steps * len(s.k_coefs), desc=f"prune {data.name}", disable=None if progress else True,
-               leave=False, dynamic_ncols=True)
-    candidates = []
+    bar = tqdm(total=s.steps * len(s.k_coefs), desc=f"prune {ctx.data.name}",
+               disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:
-        with _frozen(model):
-            for k_coef in s.k_coefs:
-                tick = time.perf_counter()
-                tau, curve = optimise_tau(masked, data, k_coef, s, seed, bar)
-                timings["optimise"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                order = torch.argsort(-tau, stable=True)
-                prober = _Prober(masked, order, probe, s)
-                n_open = int((tau > 0).sum())
-                k, met = prober.smallest(s.target_loss, n_open)
-                keep = prober.keep(k)
-                edges = count_edges(model, nodes, keep)
-                candidates.append({"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k,
-                                   "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open})
-                timings["bisect"] += time.perf_counter() - tick
+        with _frozen(ctx.model):
+            candidates = [_candidate(ctx, s, k_coef, seed, bar) for k_coef in s.k_coefs]
     finally:
         bar.close()
 
     # fewest edges among circuits meeting the target (then fewest nodes, then lowest loss)
     best = min(candidates, key=lambda c: (not c["met"], c["edges"] if c["met"] else 0, c["k"] if c["met"] else 0,
                                           c["train_loss"]))
+    return finish(ctx, s, candidates, best, seed, t0)
+
+
+def finish(ctx: _Context, s: PruneSettings, candidates: list[dict], best: dict, seed: int, t0: float) -> Circuit:
+    """The chosen candidate as a ``Circuit``: held-out metrics, size-vs-target table and graph."""
+    run, model, nodes, data, masked, probe = ctx.run, ctx.model, ctx.nodes, ctx.data, ctx.masked, ctx.probe
+    full_loss, full_acc, full_train_loss, timings = ctx.full_loss, ctx.full_acc, ctx.full_train_loss, ctx.timings
     prober, k = best["prober"], best["k"]
     keep = prober.keep(k)
     a, b = prober.calibration(k)

@@ -6,6 +6,12 @@ pruned, the others are skipped with a note, and ``RUN_DIR/circuits/summary.json`
 table with the geometric mean of edge counts are written.  The mean counts only circuits
 that met the target on held-out items (and were not forced); the others are listed beside
 it (``sparsecircuits.circuit_sizes``).
+
+With ``--search N`` each task gets N pruning runs over the optimiser's hyperparameters
+(``circuits/search.py``), in ``--jobs`` local processes or on a Ray cluster (``--ray``);
+the circuit's ``metrics.search`` records every trial.  A search that finds no circuit
+meeting the target on held-out items writes its trials to
+``RUN_DIR/circuits/<task>/search.json`` and fails (exit 2) unless ``--force``.
 """
 from __future__ import annotations
 
@@ -37,8 +43,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="prune even if the model is below 80%% accurate")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads while pruning (default: torch's own; 1 is often faster on a busy machine)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pruning setting, e.g. lr=3e-3, beta2=0.95, grad_clip=1, lr_decay=constant, "
+                        "warmup_frac=0.05, tau_init_mean=0.1, tau_init_std=0.01, temperature=1, weight_decay=1e-3 "
+                        "(repeatable; see PruneSettings)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    s = p.add_argument_group("hyperparameter search")
+    s.add_argument("--search", type=int, default=None, metavar="N",
+                   help="N pruning runs over lr, k_coef, beta2, ... (Optuna, seeded by --seed); keeps the smallest "
+                        "circuit meeting the target on held-out items and fails if none does, unless --force")
+    s.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="local worker processes for --search (default 1; 0 = one per core)")
+    s.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the --search trials on a Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001')")
+    s.add_argument("--search-batch", type=int, default=None, metavar="B",
+                   help="trials proposed per round (default 8); the result depends on it, not on --jobs")
     p.set_defaults(func=run)
+
+
+# flags of their own, so not accepted by --set
+_OWN_FLAGS = {"target_loss": "--target-loss", "ablation": "--ablation", "steps": "--steps",
+              "k_coefs": "--k-coefs", "threads": "--threads"}
+
+
+def settings_overrides(pairs: list[str]) -> dict:
+    """``["lr=3e-3", "lr_decay=constant"]`` -> typed ``PruneSettings`` fields (bad key or value: UserError)."""
+    from dataclasses import fields
+
+    from ..circuits.prune import PruneSettings
+
+    defaults = PruneSettings()
+    known = {f.name for f in fields(PruneSettings)}
+    out: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        if key in _OWN_FLAGS:
+            raise UserError(f"--set {key}: use {_OWN_FLAGS[key]} instead")
+        if key not in known:
+            raise UserError(f"--set: unknown pruning setting {key!r}; known: {', '.join(sorted(known - set(_OWN_FLAGS)))}")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, list):
+                value = [float(v) for v in text.split(",") if v.strip()]
+            elif isinstance(default, bool):
+                value = {"true": True, "1": True, "false": False, "0": False}[text.strip().lower()]
+            else:
+                value = type(default)(text.strip())
+        except (ValueError, KeyError):
+            raise UserError(f"--set {key}: expected a {type(default).__name__}, got {text!r}") from None
+        out[key] = value
+    return out
 
 
 def _k_coefs(text: str | None) -> list[float] | None:
@@ -62,6 +119,40 @@ def _summary_line(c, path: Path) -> str:
             f"{m['seconds']:.0f}s{met} -> {path}")
 
 
+def _searcher(args: argparse.Namespace):
+    """``search`` with the command's search options bound, or None without ``--search``."""
+    extra = [flag for flag, v in (("--jobs", args.jobs), ("--ray", args.ray), ("--search-batch", args.search_batch))
+             if v is not None]
+    if args.search is None:
+        if extra:
+            raise UserError(f"{extra[0]} goes with --search N")
+        return None
+    if args.search < 1:
+        raise UserError(f"--search must be >= 1, got {args.search}")
+    if args.jobs is not None and args.jobs < 0:
+        raise UserError(f"--jobs must be >= 0, got {args.jobs}")
+    if args.search_batch is not None and args.search_batch < 1:
+        raise UserError(f"--search-batch must be >= 1, got {args.search_batch}")
+    if args.ray is not None and args.jobs is not None:
+        raise UserError("--jobs is for local processes; with --ray the cluster decides")
+    from ..circuits.search import DEFAULT_BATCH, search
+
+    def run_search(run_, task, **kwargs):
+        return search(run_, task, args.search, jobs=1 if args.jobs is None else args.jobs, ray_address=args.ray,
+                      batch=args.search_batch or DEFAULT_BATCH, **kwargs)
+
+    return run_search
+
+
+def _failed_search(exc, out_dir: Path) -> UserError:
+    """Keep a failed search's trials in ``search.json`` and say where."""
+    from ..io import atomic_write_json
+
+    path = out_dir / "search.json"
+    atomic_write_json(path, exc.record)
+    return UserError(f"{exc} (trials in {path})")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..circuits.prune import NotLearnedError, prune
     from ..io import atomic_write_json
@@ -77,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--name goes with --tasks-file")
     kwargs = dict(target_loss=args.target_loss, ablation=args.ablation, steps=args.steps, seed=args.seed,
                   force=args.force, k_coefs=_k_coefs(args.k_coefs), progress=not args.no_progress,
-                  threads=args.threads)
+                  threads=args.threads, **settings_overrides(args.overrides))
+    prune = _searcher(args) or prune
     if args.tasks_file:
         from ..tasks.base import load_jsonl_examples
 
@@ -102,10 +194,12 @@ def run(args: argparse.Namespace) -> int:
     for name, task in tasks:
         try:
             circuit = prune(run_, task, name=name, **kwargs)
-        except UserError as exc:  # not learned, or an answer this tokenizer splits
-            if not args.all_tasks:
-                raise
+        except UserError as exc:  # not learned, an answer this tokenizer splits, or a failed search
             kind = "not learned" if isinstance(exc, NotLearnedError) else "error"
+            if hasattr(exc, "record"):
+                exc, kind = _failed_search(exc, out_root / name), "target not met"
+            if not args.all_tasks:
+                raise exc from None
             skipped.append({"task": name, "reason": str(exc), "kind": kind})
             print(f"skipping {name}: {exc}", file=sys.stderr)
             continue
