@@ -31,6 +31,7 @@ def test_choose_tasks_keeps_the_two_case_studies_then_the_best_learned():
     assert choose_tasks(scores, 9) == [*ALWAYS, "d", "b", "a"]  # c is below 80%
 
 
+@pytest.mark.slow
 def test_demo_builds_every_stage_then_reuses_them(tmp_path, tiny_data, capsys):
     out = tmp_path / "demo"
     assert _demo(out, tiny_data) == 0

@@ -31,6 +31,7 @@ def smoke(tmp_path_factory, tiny_data_dir):
     return out
 
 
+@pytest.mark.slow
 def test_smoke_grid_writes_frontier_json_and_plots(smoke):
     res = json.loads((smoke / "frontier.json").read_text())
     g = GRIDS["smoke"]
@@ -62,6 +63,7 @@ def test_smoke_grid_writes_frontier_json_and_plots(smoke):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 
 
+@pytest.mark.slow
 def test_second_call_reuses_models_and_circuits(smoke, tiny_data_dir, capsys):
     before = _files(smoke)
     rc = main(["frontier", "--grid", "smoke", "--out", str(smoke), "--data", str(tiny_data_dir), "--no-progress"])
@@ -76,6 +78,7 @@ def test_second_call_reuses_models_and_circuits(smoke, tiny_data_dir, capsys):
     assert "frontier: 4 models" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_interrupted_model_resumes_from_checkpoint(smoke, tiny_data_dir):
     name = grid_points("smoke")[0].name
     (smoke / name / "model.safetensors").unlink()
@@ -87,6 +90,7 @@ def test_interrupted_model_resumes_from_checkpoint(smoke, tiny_data_dir):
     assert sum(v == "reused" for v in how.values()) == len(how) - 1
 
 
+@pytest.mark.slow
 def test_check_command_on_a_smoke_run(smoke, capsys):
     run_dir = smoke / grid_points("smoke")[1].name
     rc = main(["check", str(run_dir), "--task", "single_double_quote", "--checks",

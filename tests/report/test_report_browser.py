@@ -16,6 +16,8 @@ from report_fixtures import IMG_TOKEN, SCRIPT_TOKEN
 from sparsecircuits.report.html import write_report
 from sparsecircuits.report.server import make_server
 
+pytestmark = pytest.mark.slow  # a real browser: seconds per page
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

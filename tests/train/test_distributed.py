@@ -45,6 +45,7 @@ def ddp_run(tiny_data, reference_run, tmp_path_factory):
             "refused": refused, "ref_before": ref_before}
 
 
+@pytest.mark.slow
 def test_two_processes_stop_and_resume(ddp_run):
     rc, out, err = ddp_run["stopped"]
     assert rc == 0, err[-3000:]
@@ -55,6 +56,7 @@ def test_two_processes_stop_and_resume(ddp_run):
     assert out.count("trained 40 steps") == 1
 
 
+@pytest.mark.slow
 def test_two_processes_equal_grad_accum_bitwise(ddp_run, accum_run):
     ref, got = weights(accum_run), weights(ddp_run["run"])
     for name in ref:
@@ -62,6 +64,7 @@ def test_two_processes_equal_grad_accum_bitwise(ddp_run, accum_run):
     assert metrics(ddp_run["run"]) == metrics(accum_run)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_within_1e6(ddp_run, reference_run):
     ref, got = weights(reference_run), weights(ddp_run["run"])
     assert ref.keys() == got.keys()
@@ -70,6 +73,7 @@ def test_two_processes_match_one_process_within_1e6(ddp_run, reference_run):
     assert [r["step"] for r in metrics(ddp_run["run"])] == [10, 20, 30, 40]
 
 
+@pytest.mark.slow
 def test_rank0_failure_stops_every_rank_with_one_line(ddp_run, reference_run):
     rc, out, err = ddp_run["refused"]
     assert rc != 0

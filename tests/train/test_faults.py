@@ -107,6 +107,7 @@ def _resume_and_compare(run: Path, reference_run: Path) -> None:
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_ckpt_5", "after_log_20", "mid_steps_after_25"])
 def test_sigkill_then_resume_is_bitwise_identical(killed_runs, reference_run, point):
     run = killed_runs[point]
@@ -115,6 +116,7 @@ def test_sigkill_then_resume_is_bitwise_identical(killed_runs, reference_run, po
     _resume_and_compare(run, reference_run)
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_write_keeps_previous(killed_runs, reference_run):
     run = killed_runs["mid_checkpoint_10"]
     ckdir = run / "checkpoints"
