@@ -57,7 +57,7 @@ def worker(args: argparse.Namespace) -> None:
                 tr.check_masks()
             checks.append((time.perf_counter() - t0) / max(1, args.checks // args.repeats))
         check_s = statistics.median(checks)
-        tokens = cfg.train.batch_size * cfg.model.block_size
+        tokens = cfg.train.batch_size * cfg.seq_len
         if tr.dist.is_main:
             Path(args.result).write_text(json.dumps({
                 "world_size": tr.dist.world_size, "threads": torch.get_num_threads(),

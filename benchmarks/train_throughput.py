@@ -64,7 +64,7 @@ def main() -> None:
     sparse_density = build_config(args.preset).train.density
     sparse_t, _ = time_steps(args.preset, sparse_density, args.steps, args.warmup, args.data)
     cfg = tr.cfg
-    tokens = cfg.train.batch_size * cfg.model.block_size
+    tokens = cfg.train.batch_size * cfg.seq_len
     flops = tr.model.flops_per_token() * tokens
     dense_gflops = flops / dense_t / 1e9
     print(json.dumps({

@@ -6,14 +6,17 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from sparsecircuits.errors import UserError
 from sparsecircuits.model.sparsity import (
     WeightSparsifier,
+    check_node_floor,
     density_at,
     is_dense_name,
     lr_at,
+    node_axis,
     nonzero_target,
     project_,
     sparse_parameter_names,
@@ -87,46 +90,67 @@ def test_project_exact_count_property(rows, cols, density, levels, seed):
         assert before.abs()[mask].min() >= before.abs()[~mask].max()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     rows=st.integers(1, 10),
     cols=st.integers(1, 10),
     j=st.integers(1, 5),
+    axis=st.sampled_from([0, 1]),
     density=st.floats(0.01, 1.0),
     seed=st.integers(0, 2**16),
 )
-def test_min_per_row_property(rows, cols, j, density, seed):
+def test_node_floor_property(rows, cols, j, axis, density, seed):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(rows, cols, generator=g)
     k = nonzero_target(w.numel(), density)
-    mask = project_(w, k, min_per_row=j)
+    nodes, length = w.shape[axis], w.shape[1 - axis]
+    assume(nodes * min(j, length) <= k)  # a floor that fits (the other case is an error, below)
+    mask = project_(w, k, min_per_node=j, node_axis=axis)
     assert int(mask.sum()) == k
     assert int(torch.count_nonzero(w)) == k
-    floor = min(j, cols, k // rows)  # documented reduction when rows * j > k
-    assert int((w != 0).sum(dim=1).min()) >= floor
+    per_node = (w != 0).sum(dim=1 - axis)  # (nodes,)
+    assert int(per_node.min()) >= min(j, length)
 
 
-def test_min_per_row_keeps_each_rows_largest_entries():
+def test_node_floor_keeps_each_rows_largest_entries():
     # row 1 is tiny everywhere: plain top-k would zero it completely
     w = torch.tensor([[10.0, 9.0, 8.0, 7.0], [0.1, 0.3, 0.2, 0.01], [6.0, 5.0, 4.0, 3.0]])
     assert int(topk_mask(w, 4)[1].sum()) == 0
-    mask = topk_mask(w, 4, min_per_row=1)
+    mask = topk_mask(w, 4, min_per_node=1)
     assert int(mask.sum()) == 4
     assert mask[1].tolist() == [False, True, False, False]  # the row's largest |w|
     assert bool(mask[0, 0]) and bool(mask[2, 0])  # each row's best is guaranteed
     assert bool(mask[0, 1])  # the remaining slot goes to the global best of the rest
 
 
-def test_min_per_row_reduced_when_budget_too_small():
+def test_node_floor_along_columns():
+    # column 2 is tiny: a c_proj-like (out, in) weight whose neuron 2 would lose every output weight
+    w = torch.tensor([[5.0, 4.0, 0.01, 3.0], [6.0, 2.0, 0.03, 1.0], [7.0, 8.0, 0.02, 9.0]])
+    assert int(topk_mask(w, 6)[:, 2].sum()) == 0
+    assert int(topk_mask(w, 6, min_per_node=1, node_axis=0)[:, 2].sum()) == 0  # a row floor does not help
+    mask = topk_mask(w, 9, min_per_node=2, node_axis=1)  # 4 columns x 2 floored, 1 more by magnitude
+    assert int(mask.sum()) == 9
+    assert mask[:, 2].tolist() == [False, True, True]  # the tiny column keeps its two largest
+    assert mask.sum(dim=0).tolist() == [3, 2, 2, 2]  # the free slot went to the best of the rest, w[0, 0]
+    assert bool(mask[0, 0])
+
+
+def test_node_floor_that_does_not_fit_is_an_error_not_a_lower_floor():
     w = torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
-    mask = topk_mask(w, 10, min_per_row=4)  # 8 rows * 4 > 10: floor drops to 10 // 8 = 1
-    assert int(mask.sum()) == 10
-    assert int(mask.sum(dim=1).min()) >= 1
+    with pytest.raises(ValueError, match="needs 32 entries"):
+        topk_mask(w, 10, min_per_node=4)  # 8 rows x 4 > 10
+    with pytest.raises(ValueError, match="needs 20 entries"):
+        topk_mask(w, 10, min_per_node=4, node_axis=1)  # 5 columns x 4 > 10
+    assert int(topk_mask(w, 20, min_per_node=4, node_axis=1).sum()) == 20  # exactly fits
+    # a node shorter than j keeps all it has: 8 rows of 5 entries, j = 9 -> every entry
+    assert bool(topk_mask(w, 40, min_per_node=9).all())
 
 
-def test_min_per_row_needs_2d():
+def test_node_floor_needs_2d_and_an_axis():
     with pytest.raises(ValueError):
-        topk_mask(torch.randn(10), 3, min_per_row=1)
+        topk_mask(torch.randn(10), 3, min_per_node=1)
+    with pytest.raises(ValueError):
+        topk_mask(torch.randn(3, 3), 3, min_per_node=1, node_axis=2)
 
 
 def test_topk_mask_rejects_bad_k():
@@ -292,20 +316,20 @@ def test_sparse_parameter_names_defaults_and_extra():
 
 
 @pytest.mark.parametrize("kind", ["linear", "geometric"])
-@pytest.mark.parametrize("min_per_row", [0, 2])
-def test_sparsifier_reaches_exact_target(kind, min_per_row):
+@pytest.mark.parametrize("min_per_node", [0, 2])
+def test_sparsifier_reaches_exact_target(kind, min_per_node):
     torch.manual_seed(0)
     m = _Tiny()
     dense_before = {n: p.detach().clone() for n, p in m.named_parameters() if n not in SPARSE}
     sp = WeightSparsifier.from_module(
-        m, target_density=0.05, total_steps=100, anneal_frac=0.5, kind=kind, min_per_row=min_per_row
+        m, target_density=0.25, total_steps=100, anneal_frac=0.5, kind=kind, min_per_node=min_per_node
     )
     assert sorted(sp.names) == sorted(SPARSE)
-    assert sp.apply(100) == pytest.approx(0.05)
+    assert sp.apply(100) == pytest.approx(0.25)
     stats = sp.stats()
     assert sorted(stats) == sorted(SPARSE)
     for n, s in stats.items():
-        assert s["nonzero"] == nonzero_target(s["numel"], 0.05), n
+        assert s["nonzero"] == nonzero_target(s["numel"], 0.25), n  # exact, floor or not
     total = sum(s["numel"] for s in stats.values())
     assert sp.nonzero_fraction() == pytest.approx(sum(s["nonzero"] for s in stats.values()) / total)
     for n, p in m.named_parameters():
@@ -313,15 +337,57 @@ def test_sparsifier_reaches_exact_target(kind, min_per_row):
             assert torch.equal(p, dense_before[n]), n  # norm / sink / bigram untouched
 
 
-def test_sparsifier_min_per_row_only_on_2d_and_honoured():
+def test_node_axes_of_the_gpt_parameters():
+    assert node_axis("blocks.3.mlp.c_fc.weight") == 0  # a neuron's input weights: its row
+    assert node_axis("blocks.3.mlp.c_proj.weight") == 1  # its output weights: its column
+    assert node_axis("blocks.0.attn.c_attn.weight") == 0  # a q/k/v channel's input weights: its row
+    assert node_axis("blocks.0.attn.c_proj.weight") == 1  # a v channel's output weights: its column
+    for name in ("wte.weight", "lm_head.weight", "wpe.weight", "blocks.0.mlp.c_fc.bias", "bigram_table"):
+        assert node_axis(name) is None, name
+
+
+def test_sparsifier_floors_every_neuron_and_channel_but_not_token_rows():
     torch.manual_seed(0)
     m = _Tiny()
-    sp = WeightSparsifier.from_module(m, 0.1, 10, anneal_frac=0.0, min_per_row=1)
+    with torch.no_grad():
+        m.blocks[0].mlp.c_fc.weight[5] *= 1e-4  # neuron 5's input weights are all tiny
+        m.blocks[0].mlp.c_proj.weight[:, 9] *= 1e-4  # neuron 9's output weights are all tiny
+        m.blocks[0].attn.c_attn.weight[40] *= 1e-4  # one v channel (rows 32..47) is tiny
+        m.wte.weight[7] *= 1e-4  # a token's embedding row is tiny: no floor for it
+    sp = WeightSparsifier.from_module(m, 0.25, 10, anneal_frac=0.0, min_per_node=4)
     sp.apply(10)
-    # c_fc is (64, 16) with 102 nonzeros allowed: 1 per row fits, every row keeps one
-    assert int((m.blocks[0].mlp.c_fc.weight != 0).sum(dim=1).min()) >= 1
-    # the 1-D bias was projected without the row rule
-    assert int(torch.count_nonzero(m.blocks[0].attn.c_attn.bias)) == nonzero_target(48, 0.1)
+    b = m.blocks[0]
+    fc, proj, attn = b.mlp.c_fc.weight, b.mlp.c_proj.weight, b.attn.c_attn.weight
+    assert int((fc != 0).sum(dim=1).min()) >= 4 and int((fc[5] != 0).sum()) == 4
+    assert int((proj != 0).sum(dim=0).min()) >= 4 and int((proj[:, 9] != 0).sum()) == 4
+    assert int((attn != 0).sum(dim=1).min()) >= 4 and int((attn[40] != 0).sum()) == 4
+    assert sp.min_nonzero_per_node() == {"blocks.0.attn.c_attn.weight": 4, "blocks.0.mlp.c_fc.weight": 4,
+                                         "blocks.0.mlp.c_proj.weight": 4}
+    assert int(torch.count_nonzero(m.wte.weight[7])) == 0  # embedding rows are not nodes
+    for n, s in sp.stats().items():
+        assert s["nonzero"] == nonzero_target(s["numel"], 0.25), n
+    # the 1-D bias was projected without a floor
+    assert int(torch.count_nonzero(b.attn.c_attn.bias)) == nonzero_target(48, 0.25)
+
+
+def test_floor_that_does_not_fit_the_budget_stops_before_training():
+    m = _Tiny()
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    # at density 0.1, c_attn (48, 16) keeps 77 entries: 48 channels x 4 = 192 do not fit (c_fc and
+    # c_proj neither); the message names the first matrix needing the highest density
+    with pytest.raises(UserError, match=r"c_attn\.weight has 48 q/k/v channels x 4 = 192 > 77 nonzeros "
+                                        r"\(and 2 more\)") as e:
+        WeightSparsifier.from_module(m, 0.1, 10, min_per_node=4)
+    assert "raise train.density to at least 0.25" in str(e.value)
+    # two misfits: the one needing the higher density (c_attn, 0.375 against c_fc's 0.1875) is named
+    with pytest.raises(UserError, match=r"c_attn\.weight has 48 q/k/v channels x 3 = 144 > 58 nonzeros "
+                                        r"\(and 1 more\); raise train\.density to at least 0\.375"):
+        check_node_floor([("blocks.0.mlp.c_fc.weight", (64, 16)), ("blocks.0.attn.c_attn.weight", (48, 8))],
+                         0.15, 3)
+    assert all(torch.equal(p, before[n]) for n, p in m.named_parameters())  # nothing touched
+    check_node_floor([("blocks.0.mlp.c_fc.weight", (64, 16))], 0.25, 4)  # exactly fits: fine
+    check_node_floor([("wte.weight", (50, 16))], 0.01, 4)  # no node axis: never checked
+    WeightSparsifier.from_module(m, 0.1, 10, min_per_node=0)  # no floor, no check
 
 
 def test_sparsifier_anneal_midway_and_dense_noop():
@@ -364,7 +430,7 @@ def test_sparsifier_validates_schedule_args():
     with pytest.raises(ValueError):
         WeightSparsifier(p, target_density=0.1, total_steps=10, kind="step")
     with pytest.raises(ValueError):
-        WeightSparsifier(p, target_density=0.1, total_steps=10, min_per_row=-1)
+        WeightSparsifier(p, target_density=0.1, total_steps=10, min_per_node=-1)
 
 
 def test_empty_sparsifier_is_dense():

@@ -7,10 +7,25 @@ so a zeroed weight can come back when its update makes it large again.
 Everything here is plain torch and independent of the model:
 
 - ``topk_mask`` / ``project_``: keep exactly ``k`` entries (ties broken arbitrarily
-  but the count is always exact, which a threshold compare cannot promise).
+  but the count is always exact, which a threshold compare cannot promise), optionally
+  with a floor of ``j`` entries per node (below).
 - ``density_at``: the L0 anneal, from dense to the target density.
 - ``lr_at``: warmup, linear decay, times ``1/sqrt(density)`` (the "sharkfin").
 - ``WeightSparsifier``: applies the projection to a set of named parameters.
+
+The per-node floor ``j`` (the paper's appendix A.2: zeroing never leaves "a neuron or
+attention channel" with fewer than ``j = 4`` nonzero values, to keep neurons from dying)
+is counted over a node's own weights in each matrix that has them (``NODE_AXES``):
+
+- ``mlp.c_fc.weight`` (d_mlp, D): each neuron's input weights, a row;
+- ``mlp.c_proj.weight`` (D, d_mlp): each neuron's output weights, a column;
+- ``attn.c_attn.weight`` (3*H*Dh, D): each q, k and v channel's input weights, a row;
+- ``attn.c_proj.weight`` (D, H*Dh): each v channel's output weights, a column.
+
+Embeddings, the unembedding and biases get no floor: a token's row is not a node.  Each
+matrix keeps its own exact budget, so the floor must fit in it: ``j x nodes <= k``.  When
+it does not at the target density, ``WeightSparsifier`` refuses to start (a ``UserError``
+naming the matrix and the density it would need) instead of quietly lowering ``j``.
 """
 
 from __future__ import annotations
@@ -21,12 +36,17 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+
 __all__ = [
     "DENSE_PATTERNS",
+    "NODE_AXES",
     "WeightSparsifier",
+    "check_node_floor",
     "density_at",
     "is_dense_name",
     "lr_at",
+    "node_axis",
     "nonzero_target",
     "project_",
     "sparse_parameter_names",
@@ -38,6 +58,63 @@ __all__ = [
 DENSE_PATTERNS: tuple[str, ...] = ("ln_", "ln_f", "norm", "sink_logit", "bigram_table")
 
 _KINDS = ("linear", "geometric")
+
+# Parameter-name suffix -> (axis indexing the nodes, what one node is).  Axis 0: node i owns
+# row ``w[i, :]``; axis 1: node i owns column ``w[:, i]`` (an ``nn.Linear`` weight is (out, in)).
+NODE_AXES: dict[str, tuple[int, str]] = {
+    "attn.c_attn.weight": (0, "q/k/v channel"),
+    "attn.c_proj.weight": (1, "v channel"),
+    "mlp.c_fc.weight": (0, "neuron"),
+    "mlp.c_proj.weight": (1, "neuron"),
+}
+
+
+def _node_entry(name: str) -> tuple[int, str] | None:
+    for suffix, entry in NODE_AXES.items():
+        if name == suffix or name.endswith("." + suffix):
+            return entry
+    return None
+
+
+def node_axis(name: str) -> int | None:
+    """The axis of parameter ``name`` whose slices are single nodes' weights, or None (no floor)."""
+    entry = _node_entry(name)
+    return None if entry is None else entry[0]
+
+
+def _floor_need(shape: Sequence[int], axis: int, j: int) -> tuple[int, int]:
+    """(number of nodes, entries the floor reserves) for a 2-D weight of ``shape``."""
+    nodes, length = shape[axis], shape[1 - axis]
+    return nodes, nodes * min(j, length)
+
+
+def check_node_floor(shapes: Iterable[tuple[str, Sequence[int]]], density: float, j: int) -> None:
+    """Raise a ``UserError`` if the per-node floor ``j`` does not fit a matrix's budget at ``density``.
+
+    ``shapes``: ``(name, shape)`` of the parameters to be sparsified; only those with a
+    node axis (``NODE_AXES``) are checked.  The anneal only shrinks budgets towards the
+    target, so fitting at ``density`` means fitting at every step.
+    """
+    if j <= 0:
+        return
+    bad: list[tuple[float, str]] = []
+    need = 0.0
+    for name, shape in shapes:
+        entry = _node_entry(name)
+        if entry is None or len(shape) != 2:
+            continue
+        (axis, what), numel = entry, int(shape[0]) * int(shape[1])
+        nodes, reserved = _floor_need(shape, axis, j)
+        if reserved > nonzero_target(numel, density):
+            bad.append((-reserved / numel, f"{name} has {nodes} {what}s x {j} = {reserved} > "
+                                           f"{nonzero_target(numel, density)} nonzeros"))
+            need = max(need, reserved / numel)
+    if bad:
+        worst = min(bad, key=lambda b: b[0])[1]  # the matrix needing the highest density (first on ties)
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(f"the floor of j = {j} nonzero weights per neuron / attention channel "
+                        f"(train.min_per_row) does not fit the budget at density {density:.6g}: {worst}{more}; "
+                        f"raise train.density to at least {need:.6g} or lower train.min_per_row")
 
 
 def nonzero_target(numel: int, density: float) -> int:
@@ -77,46 +154,53 @@ def _flat_topk_mask(scores: Tensor, k: int) -> Tensor:
 
 
 @torch.no_grad()
-def topk_mask(w: Tensor, k: int, min_per_row: int = 0) -> Tensor:
+def topk_mask(w: Tensor, k: int, min_per_node: int = 0, node_axis: int = 0) -> Tensor:
     """Mask of exactly ``k`` entries of ``w`` with the largest ``|w|``.
 
-    With ``min_per_row = j > 0`` (2-D ``w`` only), the ``j`` largest-magnitude entries of
-    every row (an output neuron's input weights for a ``Linear`` weight ``(out, in)``)
-    are kept first, and the remaining budget goes to the globally largest of the rest.
-    ``j`` is clamped to the row length. If ``rows * j > k`` the guarantee is lowered to
-    ``j = k // rows`` (every row still gets the same floor, possibly 0) and the rest of
-    the budget is filled globally, so the count is always exactly ``k``.
+    With ``min_per_node = j > 0`` (2-D ``w`` only), the ``j`` largest-magnitude entries of
+    every node's slice are kept first (``node_axis`` 0: every row ``w[i, :]``, e.g. a
+    neuron's input weights in ``c_fc``; 1: every column ``w[:, i]``, e.g. its output
+    weights in ``c_proj``), and the rest of the budget goes to the globally largest of
+    the rest.  ``j`` is clamped to the slice length.  A floor that does not fit
+    (``nodes * j > k``) is a ``ValueError``: the count stays exactly ``k`` and the floor
+    is never lowered behind the caller's back.
 
     Non-finite weights (NaN/inf) are not supported: the result is undefined for them.
     """
     numel = w.numel()
     if not (0 <= k <= numel):
         raise ValueError(f"k must be in [0, {numel}], got {k}")
-    if min_per_row < 0:
-        raise ValueError(f"min_per_row must be >= 0, got {min_per_row}")
-    if min_per_row > 0 and w.dim() != 2:
-        raise ValueError(f"min_per_row needs a 2-D tensor, got shape {tuple(w.shape)}")
+    if min_per_node < 0:
+        raise ValueError(f"min_per_node must be >= 0, got {min_per_node}")
+    if min_per_node > 0 and w.dim() != 2:
+        raise ValueError(f"min_per_node needs a 2-D tensor, got shape {tuple(w.shape)}")
+    if node_axis not in (0, 1):
+        raise ValueError(f"node_axis must be 0 or 1, got {node_axis}")
+    if min_per_node > 0 and numel > 0:
+        nodes, reserved = _floor_need(w.shape, node_axis, min_per_node)
+        if reserved > k:
+            raise ValueError(f"a floor of {min_per_node} per node needs {reserved} entries "
+                             f"({nodes} nodes), more than k = {k}")
     if k == numel:
         return torch.ones_like(w, dtype=torch.bool)
     scores = w.detach().abs()
-    if min_per_row > 0 and numel > 0:
-        rows, cols = w.shape
-        j = min(min_per_row, cols, k // rows)
-        if j > 0:
-            # Guaranteed entries get +inf so the single global top-k keeps all of them
-            # (there are rows * j <= k of them) and fills the rest by magnitude.
-            idx = torch.topk(scores, j, dim=1, sorted=False).indices  # (rows, j)
-            scores.scatter_(1, idx, math.inf)
+    if min_per_node > 0 and numel > 0:
+        j = min(min_per_node, w.shape[1 - node_axis])
+        # Guaranteed entries get +inf so the single global top-k keeps all of them
+        # (there are nodes * j <= k of them) and fills the rest by magnitude.
+        view = scores if node_axis == 0 else scores.t()  # (nodes, length), shares storage
+        idx = torch.topk(view, j, dim=1, sorted=False).indices  # (nodes, j)
+        view.scatter_(1, idx, math.inf)
     return _flat_topk_mask(scores, k)
 
 
 @torch.no_grad()
-def project_(w: Tensor, k: int, min_per_row: int = 0) -> Tensor:
-    """Zero, in place, every entry of ``w`` outside ``topk_mask(w, k, min_per_row)``.
+def project_(w: Tensor, k: int, min_per_node: int = 0, node_axis: int = 0) -> Tensor:
+    """Zero, in place, every entry of ``w`` outside ``topk_mask(w, k, min_per_node, node_axis)``.
 
     Returns the mask. ``k == w.numel()`` is a no-op apart from building the all-True mask.
     """
-    mask = topk_mask(w, k, min_per_row)
+    mask = topk_mask(w, k, min_per_node, node_axis)
     if k < w.numel():
         w.masked_fill_(~mask, 0)
     return mask
@@ -214,7 +298,9 @@ class WeightSparsifier:
     Call ``apply(step)`` after each optimizer step with the number of the step just
     completed; ``apply(total_steps)`` gives the final target density. The state is a
     pure function of ``step``, so nothing needs checkpointing.
-    ``min_per_row`` is applied to 2-D parameters only.
+    ``min_per_node`` (the paper's ``j``) applies to the node-owning matrices of
+    ``NODE_AXES`` only, per neuron and per attention channel; a floor that does not fit
+    a matrix's budget at the target density is a ``UserError`` here, before training.
     """
 
     def __init__(
@@ -224,17 +310,21 @@ class WeightSparsifier:
         total_steps: int,
         anneal_frac: float = 0.5,
         kind: str = "linear",
-        min_per_row: int = 0,
+        min_per_node: int = 0,
     ) -> None:
         self.params: list[tuple[str, Tensor]] = list(params)
         self.target_density = float(target_density)
         self.total_steps = int(total_steps)
         self.anneal_frac = float(anneal_frac)
         self.kind = kind
-        if min_per_row < 0:
-            raise ValueError(f"min_per_row must be >= 0, got {min_per_row}")
-        self.min_per_row = int(min_per_row)
+        if min_per_node < 0:
+            raise ValueError(f"min_per_node must be >= 0, got {min_per_node}")
+        self.min_per_node = int(min_per_node)
         self.density(0)  # validate the schedule arguments now, not mid-training
+        check_node_floor(((n, tuple(p.shape)) for n, p in self.params), self.target_density, self.min_per_node)
+        # per parameter: the node axis its floor runs along, or None
+        self.node_axes: list[int | None] = [node_axis(n) if self.min_per_node and p.dim() == 2 else None
+                                            for n, p in self.params]
 
     @classmethod
     def from_module(
@@ -244,12 +334,12 @@ class WeightSparsifier:
         total_steps: int,
         anneal_frac: float = 0.5,
         kind: str = "linear",
-        min_per_row: int = 0,
+        min_per_node: int = 0,
         extra_dense: Sequence[str] = (),
     ) -> WeightSparsifier:
         """Sparsify every parameter of ``module`` not matched by the dense patterns."""
         params = [(n, p) for n, p in module.named_parameters() if not is_dense_name(n, extra_dense)]
-        return cls(params, target_density, total_steps, anneal_frac, kind, min_per_row)
+        return cls(params, target_density, total_steps, anneal_frac, kind, min_per_node)
 
     @property
     def names(self) -> list[str]:
@@ -263,14 +353,23 @@ class WeightSparsifier:
     def apply(self, step: int) -> float:
         """Project every parameter in place; returns the density used."""
         d = self.density(step)
-        for _, p in self.params:
+        for (_, p), axis in zip(self.params, self.node_axes):
             if p.numel() == 0:
                 continue
             k = nonzero_target(p.numel(), d)
             if k == p.numel():
                 continue  # dense: nothing to zero, skip the top-k entirely
-            project_(p.data, k, self.min_per_row if p.dim() == 2 else 0)
+            if axis is None:
+                project_(p.data, k)
+            else:
+                project_(p.data, k, self.min_per_node, axis)
         return d
+
+    @torch.no_grad()
+    def min_nonzero_per_node(self) -> dict[str, int]:
+        """Per floored parameter: the fewest nonzeros any node has in it (>= j once projected)."""
+        return {n: int((p != 0).sum(dim=1 - axis).min()) for (n, p), axis in zip(self.params, self.node_axes)
+                if axis is not None and p.numel()}
 
     @torch.no_grad()
     def stats(self) -> dict[str, dict[str, int]]:

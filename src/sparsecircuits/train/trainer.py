@@ -163,7 +163,7 @@ def evaluate_loss(model: torch.nn.Module, shards, cfg: RunConfig, device: str, n
     n = n_batches or cfg.train.eval_batches
     total = 0.0
     for i in range(n):
-        x, y = shards.get_batch(split, cfg.train.batch_size, cfg.model.block_size, step=i,
+        x, y = shards.get_batch(split, cfg.train.batch_size, cfg.seq_len, step=i,
                                 seed=cfg.seed + VAL_SEED_OFFSET)
         logits = model(x.to(device))
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten()).item()
@@ -374,7 +374,7 @@ class Trainer:
             group["lr"] = lr
         self.ddp_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        x, y = self.shards.get_batch("train", self.micro_batch * t.grad_accum, self.cfg.model.block_size,
+        x, y = self.shards.get_batch("train", self.micro_batch * t.grad_accum, self.cfg.seq_len,
                                      step=step, seed=self.cfg.seed, rank=self.dist.rank,
                                      world_size=self.dist.world_size)  # (B / world, T) each
         x, y = x.to(self.device), y.to(self.device)
@@ -399,7 +399,7 @@ class Trainer:
         self.optimizer.step()
         self.sparsifier.apply(step + 1)
         self.step += 1
-        self.tokens_seen += t.batch_size * self.cfg.model.block_size
+        self.tokens_seen += t.batch_size * self.cfg.seq_len
         self.last_lr = lr
         return loss_mean
 
@@ -424,7 +424,7 @@ class Trainer:
         try:
             while self.step < end:
                 loss = self.train_step()
-                window_tokens += t.batch_size * self.cfg.model.block_size
+                window_tokens += t.batch_size * self.cfg.seq_len
                 bar.update(1)
                 done = self.step == t.steps
                 if self.check_masks_every and self.step % self.check_masks_every == 0:
