@@ -29,6 +29,7 @@ def test_choose_tasks_keeps_the_two_case_studies_then_the_best_learned():
     assert choose_tasks(scores, 2) == [*ALWAYS, "d", "b"]
     assert choose_tasks(scores, 0) == list(ALWAYS)
     assert choose_tasks(scores, 9) == [*ALWAYS, "d", "b", "a"]  # c is below 80%
+    assert choose_tasks(scores) == [*ALWAYS, "d", "b", "a"]  # every learned task by default
 
 
 @pytest.mark.slow

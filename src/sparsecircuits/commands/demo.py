@@ -1,7 +1,8 @@
 """`sparsecircuits demo`: the whole method in one command, reusing whatever is already built.
 
-data (the stdlib) -> train cpu-small -> score the 20 tasks -> prune single_double_quote,
-bracket_counting and up to three more learned tasks -> node details -> HTML report.
+data (the stdlib plus generated simple Python) -> train cpu-small -> score the 20 tasks ->
+prune single_double_quote, bracket_counting and every other learned task -> node details
+-> HTML report.
 Each stage is skipped when its output already exists, so a second run is fast and an
 interrupted run picks up where it stopped (training resumes from its last checkpoint).
 """
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
-    p.add_argument("--extra-tasks", type=int, default=3, help="learned tasks to prune besides the two fixed ones")
+    p.add_argument("--extra-tasks", type=int, default=None,
+                   help="at most this many learned tasks to prune besides the two fixed ones (default: all)")
     p.add_argument("--n", type=int, default=200, help="test items per task for scoring")
     p.add_argument("--data", type=Path, default=None,
                    help="token-shard folder (default: the stdlib, built once and cached)")
@@ -41,8 +43,9 @@ def _stage(t0: float, i: int, n: int, text: str) -> None:
     print(f"[{i}/{n}] {mins:4.1f} min  {text}", flush=True)
 
 
-def choose_tasks(scores: list[dict], extra: int) -> list[str]:
-    """The two tasks the paper studies, then the best-learned others (accuracy >= 80%)."""
+def choose_tasks(scores: list[dict], extra: int | None = None) -> list[str]:
+    """The two tasks the paper studies, then the learned others (accuracy >= 80%), best
+    first; ``extra`` caps how many others (None: all of them)."""
     others = [s for s in scores if s["task"] not in ALWAYS and s["accuracy"] >= LEARNED]
     others.sort(key=lambda s: (-s["accuracy"], s["loss"]))
     return list(ALWAYS) + [s["task"] for s in others[:extra]]
