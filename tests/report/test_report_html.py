@@ -219,3 +219,13 @@ def test_normalize_fills_layer_and_head_when_missing():
     assert nodes[1]["label"] == "\u2423is"
     assert links == [[0, 1, 0.0]]
     assert problems == ["duplicate node id skipped: blocks.2.attn.hook_q:37"]
+
+
+def test_index_shows_the_models_own_measures_from_eval_json(run_dir):
+    measures = {"residual_kurtosis": 7.25, "dead_neuron_frac": 0.125, "dead_attn_channel_frac": 0.5,
+                "activation_density": {"attn_in": 0.25, "mlp_neuron": 0.2}}
+    assert "own measures" not in _pages(write_report(run_dir).parent.parent)["index.html"]
+    (run_dir / "eval.json").write_text(json.dumps({"val_loss": 4.0, "measures": measures}))
+    index = _pages(write_report(run_dir).parent.parent)["index.html"]
+    assert "own measures" in index and "7.25" in index and "12.5%" in index and "50.0%" in index
+    assert "mlp_neuron" in index and "0.2" in index

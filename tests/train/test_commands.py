@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +16,20 @@ from sparsecircuits.data.shards import TokenShards
 from .conftest import metrics, snapshot
 
 
-def test_eval_json(reference_run, capsys):
-    assert main(["eval", str(reference_run), "--batches", "2", "--json"]) == 0
+@pytest.fixture
+def run_copy(reference_run, tmp_path) -> Path:
+    """A copy of the reference run, for commands that write into the run directory."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    return run
+
+
+def test_eval_json(run_copy, reference_run, capsys):
+    assert main(["eval", str(run_copy), "--batches", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_copy / "eval.json").read_text())  # what the report shows
+    assert saved["val_loss"] == out["val_loss"] and "tensors" not in saved
+    assert set(saved["measures"]["activation_density"]) == set(out["measures"]["activation_density"])
     # the same weights on the same windows as the last evaluation during training
     assert out["val_loss"] == pytest.approx(metrics(reference_run)[-1]["val_loss"], rel=1e-5)
     vocab = build_config("cpu-tiny").data.vocab_size
@@ -33,10 +45,11 @@ def test_eval_json(reference_run, capsys):
     assert "lm_head.weight" in names and "blocks.0.mlp.c_fc.weight" in names
 
 
-def test_eval_table(reference_run, capsys):
-    assert main(["eval", str(reference_run), "--batches", "1"]) == 0
+def test_eval_table(run_copy, capsys):
+    assert main(["eval", str(run_copy), "--batches", "1"]) == 0
     out = capsys.readouterr().out
     assert "val loss" in out and "unigram baseline" in out and "blocks.1.attn.c_attn.weight" in out
+    assert "residual kurtosis" in out and "activation density" in out
 
 
 def test_sample_is_seeded(reference_run, capsys):

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, read_json
     from ..run import load_run
     from ..train.checkpoint import list_checkpoints
+    from ..train.evaluation import EVAL_FILE, evaluate_run, save_evaluation
     from ..train.trainer import resolve_data, train
 
     t0 = time.perf_counter()
@@ -80,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         train(cfg, out)
 
     run_ = load_run(out)
-    _stage(t0, 3, n, "tasks: scoring the full model on the 20 tasks")
+    _stage(t0, 3, n, "tasks: scoring the full model on the 20 tasks, and its own measures")
+    if not (out / EVAL_FILE).is_file():
+        save_evaluation(out, evaluate_run(run_, n_batches=10))
     from ..tasks.evaluation import evaluate_suite
 
     scores = evaluate_suite(run_, n=args.n)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="val loss, unigram baseline and nonzeros per tensor of a run")
+    p = sub.add_parser("eval", help="val loss, unigram baseline, nonzeros per tensor and the model's own "
+                                    "measures of a run (also written to RUN/eval.json for the report)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--batches", type=int, default=40, help="val batches to average (default 40)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -17,11 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..run import load_run
-    from ..train.evaluation import evaluate_run
+    from ..train.evaluation import evaluate_run, save_evaluation
 
     if args.batches < 1:
         raise UserError(f"--batches must be >= 1, got {args.batches}")
     result = evaluate_run(load_run(args.run_dir), n_batches=args.batches)
+    save_evaluation(args.run_dir, result)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -185,6 +185,7 @@ class RunData:
     tasks: dict[str, dict]
     circuits: list[CircuitEntry]
     warnings: list[str] = field(default_factory=list)
+    measures: dict = field(default_factory=dict)  # eval.json's "measures", when present
 
 
 def _read_json_soft(path: Path) -> tuple[Any, str | None]:
@@ -274,7 +275,14 @@ def load_run_data(run_dir: str | Path) -> RunData:
             else:
                 entry.data = upgrade_circuit_json(data)  # older files: edge counts from their links
             circuits.append(entry)
-    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings)
+    measures: dict = {}
+    if (path / "eval.json").is_file():
+        raw, err = _read_json_soft(path / "eval.json")
+        if err:
+            warnings.append(err)
+        elif isinstance(raw, dict) and isinstance(raw.get("measures"), dict):
+            measures = raw["measures"]
+    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures)
 
 
 # --------------------------------------------------------------------------------------
@@ -1011,6 +1019,23 @@ def _task_table(run: RunData) -> str:
     return _table(headers, rows, numeric=range(1, 8), cls="data tasks") + _size_note(sized)
 
 
+def _measures_section(measures: dict) -> str:
+    """The model's own measures (``sparsecircuits eval``): kurtosis, dead nodes, AbsTopK density."""
+    if not measures:
+        return ""
+    cards = _cards([
+        ("residual kurtosis", _e(_fmt(_num(measures.get("residual_kurtosis")), 3)), ""),
+        ("dead neurons", _e(_pct(measures.get("dead_neuron_frac"))), ""),
+        ("dead q/k/v channels", _e(_pct(measures.get("dead_attn_channel_frac"))), ""),
+    ])
+    density = measures.get("activation_density")
+    table = ""
+    if isinstance(density, dict) and density:
+        table = _table(["AbsTopK site", "nonzero fraction"],
+                       [[_e(str(k)), _e(_fmt(_num(v), 3))] for k, v in density.items()], numeric=[1], cls="data")
+    return f"<section><h2>The model's own measures</h2>{cards}{table}</section>"
+
+
 def render_index(run: RunData) -> str:
     m = run.metrics
     cards = _cards([
@@ -1028,6 +1053,7 @@ def render_index(run: RunData) -> str:
     body = (f"<header class=\"top\"><h1>{_e(run.name)}</h1><span class=\"muted\">sparsecircuits run report</span></header>"
             f"<main>{cards}{warn}"
             f"<section><h2>Training</h2>{_training_charts(m)}</section>"
+            f"{_measures_section(run.measures)}"
             f"<section><h2>Tasks and circuits</h2>{_task_table(run)}</section>"
             f"<section><h2>Config</h2>{_config_tables(run.config)}</section></main>")
     return _page(f"{run.name} \u2014 sparsecircuits report", body, body_class="index-page")
