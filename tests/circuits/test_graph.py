@@ -126,10 +126,11 @@ def test_io_edges_and_node_link_form():
 
 def test_edges_join_kept_nodes_only_and_count_matches():
     model = random_model()
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # make the weights sparse, as trained models are
         for p in model.parameters():
             if p.dim() == 2:
-                p.mul_((torch.rand_like(p) < 0.2).float())
+                p.mul_((torch.rand(p.shape, generator=g) < 0.2).float())
     ns = NodeSet.from_model(model)
     g = torch.Generator().manual_seed(3)
     keep = torch.rand(ns.n, generator=g) < 0.3

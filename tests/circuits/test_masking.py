@@ -23,7 +23,7 @@ def test_keeping_every_node_reproduces_the_logits_exactly():
     model = random_model()
     x = _tokens(model)
     ns = NodeSet.from_model(model)
-    means = torch.randn(ns.n)
+    means = torch.randn(ns.n, generator=torch.Generator().manual_seed(0))
     masked = MaskedModel(model, means, ns)
     ref = model(x)
     assert torch.equal(masked(x, torch.ones(ns.n, dtype=torch.bool)), ref)
@@ -39,7 +39,7 @@ def test_keeping_every_node_reproduces_the_logits_exactly():
 def test_last_position_logits_with_a_bigram_table():
     model = random_model(bigram_table=True)
     with torch.no_grad():
-        model.bigram_table.normal_()
+        model.bigram_table.normal_(generator=torch.Generator().manual_seed(0))
     x = _tokens(model)
     last = torch.tensor([2, 9, 4, 0])
     got = MaskedModel(model)(x, None, last_pos=last)
@@ -49,7 +49,7 @@ def test_last_position_logits_with_a_bigram_table():
 def test_mean_ablating_every_node_equals_the_all_means_forward():
     model = random_model(afrac=1.0, attn_sink=False)
     ns = NodeSet.from_model(model)
-    means = torch.randn(ns.n)
+    means = torch.randn(ns.n, generator=torch.Generator().manual_seed(0))
     x = _tokens(model)
     got = MaskedModel(model, means, ns)(x, torch.zeros(ns.n, dtype=torch.bool))
     # by hand: every residual write is its mean, so the stream is embedding + sum of means

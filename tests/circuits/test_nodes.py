@@ -42,9 +42,10 @@ def test_bad_names_are_user_errors(bad):
 
 def test_sites_match_the_model_hook_shapes():
     cfg = ModelConfig(vocab_size=32, n_layer=2, d_model=8, n_head=2, d_head=4, d_mlp=16, block_size=8)
+    torch.manual_seed(0)
     model = GPT(cfg).eval()
     ns = NodeSet.from_model(model)
-    _, cache = model.run_with_cache(torch.randint(0, 32, (3, 5)), names_filter=[s.hook for s in ns.sites])
+    _, cache = model.run_with_cache(torch.randint(0, 32, (3, 5), generator=torch.Generator().manual_seed(0)), names_filter=[s.hook for s in ns.sites])
     for s in ns.sites:
         act = cache[s.hook]
         assert act.shape[:2] == (3, 5)

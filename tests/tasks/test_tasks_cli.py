@@ -58,10 +58,22 @@ def test_show(capsys, tiny_data_dir):
 
 
 def test_show_is_deterministic(capsys):
-    main(["tasks", "show", "bracket_counting", "--n", "4"])
+    """The same pairs here and in another process with another hash seed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = ["tasks", "show", "bracket_counting", "--n", "4"]
+    assert main(argv) == 0
     first = capsys.readouterr().out
-    main(["tasks", "show", "bracket_counting", "--n", "4"])
-    assert capsys.readouterr().out == first
+    assert "4 pairs of bracket_counting" in first
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    env = dict(os.environ, PYTHONHASHSEED=str(int(seed) + 1) if seed.isdigit() else "12345",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    other = subprocess.run([sys.executable, "-m", "sparsecircuits", *argv], env=env, capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout == first
 
 
 @pytest.mark.parametrize(
