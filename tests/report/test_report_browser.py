@@ -1,102 +1,90 @@
-"""The circuit page in a real browser (Debian's Chromium, driven by Playwright).
+"""The report's pages in a real browser (Debian's Chromium, driven by Playwright).
 
-Opened from file://, as a mailed report would be: no console errors, a click on a node
-fills the panel with its snippets, and hostile tokens render as text without running.
-Never downloads a browser: without /usr/bin/chromium the test skips, or fails on CI.
+Opened from file://, as a mailed report would be: no console errors or warnings, no
+network request, a click on a node fills the panel with its snippets, and hostile tokens
+render as text without running.
 """
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 
 import pytest
-from report_fixtures import IMG_TOKEN, SCRIPT_TOKEN
+from browser_helpers import PageWatch
+from report_fixtures import IMG_TOKEN, SCRIPT_TOKEN, quote_circuit
 
 from sparsecircuits.report.html import write_report
 from sparsecircuits.report.server import make_server
 
-pytestmark = pytest.mark.slow  # a real browser: seconds per page
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.slow
 
 
-def _need(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (required on CI)")
-    pytest.skip(reason)
+def click_node(page, node_id: str, viewer: int = 0, **kw) -> None:
+    """A real mouse click on the node drawn for circuit node ``node_id``."""
+    cy_id = page.evaluate("([v, id]) => window.circuitViewers[v].cyId(id)", [viewer, node_id])
+    assert cy_id, node_id
+    pt = page.evaluate("([v, id]) => window.circuitViewers[v].point(id)", [viewer, cy_id])
+    page.mouse.click(pt["x"], pt["y"], **kw)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        _need(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("the playwright package is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+def selected(page, viewer: int = 0) -> list[str]:
+    return page.evaluate("(v) => window.circuitViewers[v].selected().map(window.circuitViewers[v].nodeId)", viewer)
 
 
-class PageWatch:
-    """A page plus everything it reported: console errors, uncaught errors, dialogs."""
-
-    def __init__(self, browser):
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("dialog", self._dialog)
-
-    def _dialog(self, dialog) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
+def lit_nodes(page) -> set[str]:
+    return set(page.evaluate("""() => { const v = window.circuitViewers[0];
+        return v.cy.nodes('.node').filter(n => !n.hasClass('faded') && !n.hasClass('hidden')).map(n => v.nodeId(n.id())); }"""))
 
 
 def test_circuit_page_in_browser(browser, run_dir, tmp_path):
     write_report(run_dir)
     w = PageWatch(browser)
     page = w.page
-    page.goto((run_dir / "report" / "circuit-single_double_quote.html").as_uri())
-    page.wait_for_selector("svg.circuit-graph g.node")
-    assert page.locator("svg.circuit-graph g.node").count() == 20
-    assert page.locator("svg.circuit-graph path.edge").count() == 25
-    assert "Most important nodes" in page.locator("#panel").text_content()
+    path = run_dir / "report" / "circuit-single_double_quote.html"
+    w.open(path)
+    counts = page.evaluate("""() => { const cy = window.circuitViewers[0].cy;
+        return [cy.nodes('.node').length, cy.edges('.link').length, window.circuitViewers[0].drawnEdges()]; }""")
+    assert counts == [20, 25, 25]  # four tokens: too few to fold
+    panel = page.locator(".viewer [data-role=panel]")
+    assert "Most important nodes" in panel.text_content()
 
     # The hostile embed node: its label and its snippets are plain text.
-    page.click('g.node[aria-label="hook_embed:900"]')
-    panel = page.locator("#panel")
+    click_node(page, "hook_embed:900")
+    page.wait_for_function("() => document.querySelector('[data-role=panel] .node-id') !== null")
     assert panel.locator(".node-id").inner_text() == "hook_embed:900"
     assert panel.locator(".snippet").count() == 4
     snippet_text = panel.locator(".snippets").text_content()
     assert SCRIPT_TOKEN in snippet_text and IMG_TOKEN in snippet_text
     assert panel.locator("h3", has_text="Activation on the task").count() == 1
     assert panel.locator("h3", has_text="Ablation effect").count() == 1
-    # Its neighbours get highlighted, the rest fades.
-    assert page.locator("svg.circuit-graph.focus").count() == 1
-    assert page.locator("svg.circuit-graph path.edge.hl").count() == 1
-    assert page.locator("svg.circuit-graph g.node.hl").count() == 2
+    assert selected(page) == ["hook_embed:900"]
+    # Its descendants stay lit, everything else fades (it has no ancestors).
+    c = quote_circuit()
+    ids = [n["id"] for n in c["nodes"]]
+    down, stack = {"hook_embed:900"}, ["hook_embed:900"]
+    while stack:
+        cur = stack.pop()
+        for link in c["links"]:
+            if link["source"] == cur and link["target"] not in down:
+                down.add(link["target"])
+                stack.append(link["target"])
+    assert lit_nodes(page) == down and len(down) < len(ids)
 
-    page.click('g.node[aria-label="hook_embed:901"]')
+    click_node(page, "hook_embed:901")
+    page.wait_for_function("() => document.querySelector('[data-role=panel] .node-id').textContent === 'hook_embed:901'")
     assert IMG_TOKEN in panel.locator(".node-title").text_content().replace("\u2423", " ")
 
     # A key node shows its attention pattern as a heatmap (7 tokens -> 49 cells).
-    page.click('g.node[aria-label="blocks.1.attn.hook_k:53"]')
+    click_node(page, "blocks.1.attn.hook_k:53")
+    page.wait_for_function("() => document.querySelector('[data-role=panel] .node-id').textContent === 'blocks.1.attn.hook_k:53'")
     assert panel.locator("h3", has_text="Attention pattern").count() == 1
     assert panel.locator("svg[aria-label='attention pattern'] rect").count() == 49
     # A node without details still gets a panel.
-    page.click('g.node[aria-label="blocks.3.hook_mlp_in:55"]')
-    assert "No activation details" in panel.inner_text()
+    click_node(page, "blocks.3.hook_mlp_in:55")
+    page.wait_for_function("() => document.querySelector('[data-role=panel]').innerText.includes('No activation details')")
     page.keyboard.press("Escape")
-    assert page.locator("svg.circuit-graph.focus").count() == 0
+    page.wait_for_function("() => window.circuitViewers[0].selected().length === 0")
+    assert lit_nodes(page) == set(ids)
 
-    page.click('g.node[aria-label="hook_embed:900"]')
     shot = tmp_path / "circuit.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
@@ -104,8 +92,8 @@ def test_circuit_page_in_browser(browser, run_dir, tmp_path):
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.evaluate("document.querySelectorAll('img').length") == 0
     assert page.evaluate("document.querySelectorAll('script').length") == 2
-    assert w.dialogs == []
-    assert w.errors == []
+    assert w.dialogs == [] and w.errors == []
+    assert w.foreign_requests(path) == []
 
 
 def test_index_page_in_browser(browser, run_dir, tmp_path):
@@ -117,21 +105,21 @@ def test_index_page_in_browser(browser, run_dir, tmp_path):
     assert "<script>alert(1)</script>" in page.locator(".config-grid").inner_text()
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
     page.click("text=single_double_quote")
-    page.wait_for_selector("svg.circuit-graph")
+    page.wait_for_function("() => window.circuitViewers && window.circuitViewers.length === 1")
     assert page.url.endswith("circuit-single_double_quote.html")
     page.click("a.back")
     page.wait_for_selector("svg.loss-curve")
     assert page.evaluate("document.querySelectorAll('img, script').length") == 0
     assert w.dialogs == [] and w.errors == []
+    assert w.foreign_requests(run_dir / "report") == []
 
 
 def test_deep_link_selects_node(browser, run_dir):
     write_report(run_dir)
     w = PageWatch(browser)
-    url = (run_dir / "report" / "circuit-single_double_quote.html").as_uri() + "#node=blocks.1.attn.hook_q%3A53"
-    w.page.goto(url)
-    assert w.page.locator("#panel .node-id").inner_text() == "blocks.1.attn.hook_q:53"
-    assert w.page.locator("g.node.selected").count() == 1
+    w.open(run_dir / "report" / "circuit-single_double_quote.html", "#node=blocks.1.attn.hook_q%3A53")
+    assert w.page.locator("[data-role=panel] .node-id").inner_text() == "blocks.1.attn.hook_q:53"
+    assert selected(w.page) == ["blocks.1.attn.hook_q:53"]
     assert w.errors == []
 
 
@@ -146,10 +134,12 @@ def test_viewer_serves_reports_to_a_browser(browser, run_dir):
         w.page.click("text=tiny")
         w.page.wait_for_selector("svg.loss-curve")
         w.page.click("text=single_double_quote")
-        w.page.click('g.node[aria-label="hook_embed:900"]')
-        assert w.page.locator("#panel .snippet").count() == 4
+        w.page.wait_for_function("() => window.circuitViewers && window.circuitViewers.length === 1")
+        click_node(w.page, "hook_embed:900")
+        w.page.wait_for_function("() => document.querySelectorAll('[data-role=panel] .snippet').length === 4")
         assert w.page.evaluate("typeof window.__pwned") == "undefined"
         assert w.dialogs == [] and w.errors == []
+        assert all(u.startswith(srv.url.rstrip("/")) or u == "data:," for u in w.requests)
     finally:
         srv.shutdown()
         srv.server_close()

@@ -113,28 +113,20 @@ def test_hostile_task_directory_name(run_dir):
 def test_graph_has_every_node_and_edge_in_flow_order(run_dir):
     write_report(run_dir)
     page = _pages(run_dir)["circuit-single_double_quote.html"]
-    nodes = re.findall(r'<g class="node site-(\w+)[^"]*" data-i="(\d+)".*?transform="translate\(([\d.]+) ([\d.]+)\)"', page)
-    assert len(nodes) == 20
-    assert len(re.findall(r'<path class="edge (?:pos|neg)"', page)) == 25
-    assert len(re.findall(r'<path class="edge neg"', page)) == 7
+    data = _embedded(page)
+    assert len(data["nodes"]) == 20 and len(data["links"]) == 25
+    assert sum(1 for lk in data["links"] if lk[2] < 0) == 7
+    assert data["groups"] == [] and data["folded"] == {"embed": False, "logit": False}  # 4 tokens: nothing to fold
     x = {}
-    for site, i, px, _ in nodes:
-        x.setdefault(site, []).append(float(px))
+    for n in data["nodes"]:
+        x.setdefault(n["site"], []).append(n["x"])
     flow = ["embed", "mlp_in", "neuron", "mlp_out", "attn_in", "q", "attn_out", "logit"]
     assert [min(x[s]) for s in flow] == sorted(min(x[s]) for s in flow)
     assert min(x["q"]) == min(x["k"]) == min(x["v"])  # q, k and v share the heads column
-    assert page.count('class="head-group"') == 2  # heads 3 and 5
-    # Hover text carries the node's numbers.
-    assert "blocks.1.attn.hook_k:53\nlayer 1 \u00b7 key channel \u00b7 head 3 \u00b7 #53" in page
-
-
-def test_long_edges_route_around_nodes(run_dir):
-    """An edge skipping columns bends through waypoints instead of one straight curve."""
-    write_report(run_dir)
-    page = _pages(run_dir)["circuit-single_double_quote.html"]
-    # embed "(\"" (item 0) -> blocks.1 attn_in #9 (item 10) skips the three layer-0 columns.
-    d = re.search(r'<path class="edge pos" data-l="3" data-s="0" data-t="10" d="([^"]+)"', page).group(1)
-    assert d.count("C") >= 4 and d.count("L") == 3
+    assert sorted(h["label"] for h in data["layout"]["heads"]) == ["L1 head 3", "L1 head 5"]
+    kinds = {(data["nodes"][s]["site"], data["nodes"][t]["site"]): k for s, t, _w, k in data["links"]}
+    assert kinds[("mlp_out", "attn_in")] == "residual" and kinds[("q", "k")] == "qk"
+    assert kinds[("embed", "mlp_in")] == "embed" and kinds[("neuron", "logit")] == "logit"
 
 
 def test_report_card_and_size_plot(run_dir):
@@ -147,7 +139,7 @@ def test_report_card_and_size_plot(run_dir):
     assert svg.count('class="marker"') == 10  # five targets, edges and nodes
     bracket = _pages(run_dir)["circuit-bracket_counting.html"]
     assert "Faithfulness report card" not in bracket and "size-vs-target" not in bracket
-    assert bracket.count('<g class="node ') == 7
+    assert len(_embedded(bracket)["nodes"]) == 7
 
 
 def test_csp_allows_exactly_the_inline_script(run_dir):
@@ -164,7 +156,23 @@ def test_script_never_parses_data_as_html():
     js = (Path(report_html.__file__).parent / "static" / "report.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in js, sink
-    assert "</script" not in js.lower()
+    # The whole inlined script, graph library included: nothing the CSP would have to allow.
+    whole = report_html.viewer_script()
+    for sink in ("eval(", "new Function", "</script", "<!--", "importScripts", "XMLHttpRequest", "fetch("):
+        assert sink not in whole, sink
+
+
+def test_vendored_library_matches_its_pin():
+    """The inlined graph library is the file the pinned npm package ships (web/vendor.mjs)."""
+    vendor = Path(report_html.__file__).parent / "static" / "vendor"
+    manifest = json.loads((vendor / "manifest.json").read_text())
+    lock = json.loads((Path(__file__).parents[2] / "web" / "package-lock.json").read_text())
+    for name, entry in manifest.items():
+        code = (vendor / entry["file"]).read_bytes()
+        assert hashlib.sha256(code).hexdigest() == entry["sha256"], name
+        assert lock["packages"][f"node_modules/{name}"]["version"] == entry["version"], name
+        assert "Permission is hereby granted" in (vendor / entry["license"]).read_text()
+    assert report_html.VENDOR_SCRIPTS == tuple(f"vendor/{e['file']}" for e in manifest.values())
 
 
 def test_broken_inputs_are_reported_not_fatal(run_dir):
@@ -217,7 +225,7 @@ def test_normalize_fills_layer_and_head_when_missing():
     assert (q["layer"], q["index"], q["head"], q["hook"]) == (2, 37, 2, "blocks.2.attn.hook_q")
     assert q["label"] == "q37"
     assert nodes[1]["label"] == "\u2423is"
-    assert links == [[0, 1, 0.0]]
+    assert links == [[0, 1, 0.0, "logit"]]
     assert problems == ["duplicate node id skipped: blocks.2.attn.hook_q:37"]
 
 

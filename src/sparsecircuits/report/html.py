@@ -32,36 +32,14 @@ from urllib.parse import quote
 
 from ..circuit_sizes import size_summary, upgrade_circuit_json
 from ..errors import UserError
-from ..io import atomic_path
+from ..io import atomic_path, read_json
+from .graph import circuit_view, normalize_circuit  # noqa: F401 - normalize_circuit is part of the API
+from .values import _finite, _int, _num, json_for_script, visible_token  # noqa: F401
 
 REPORT_DIR = "report"
 INDEX = "index.html"
-
-# Site -> column within a layer, left to right in the order data flows.
-_SITE_COLUMN = {"attn_in": 0, "q": 1, "k": 1, "v": 1, "attn_out": 2, "mlp_in": 3,
-                "neuron": 4, "mlp_out": 5}
-_QKV_ORDER = {"q": 0, "k": 1, "v": 2}
-SITE_NAMES = {
-    "embed": "token embedding",
-    "attn_in": "attention read (residual channel)",
-    "q": "query channel",
-    "k": "key channel",
-    "v": "value channel",
-    "attn_out": "attention write (residual channel)",
-    "mlp_in": "MLP read (residual channel)",
-    "neuron": "MLP neuron",
-    "mlp_out": "MLP write (residual channel)",
-    "logit": "answer logit",
-}
-_COLUMN_TITLES = {0: "attn in", 1: "heads q·k·v", 2: "attn out", 3: "mlp in", 4: "neurons",
-                  5: "mlp out", 6: "other"}
-_EMBED_KEY = (-1, 0)
-_LOGIT_KEY = (1 << 30, 0)
-
-# Graph geometry, in SVG pixels.
-_NODE_W, _TOKEN_W, _NODE_H, _ROW = 64, 92, 22, 30
-_COL_GAP, _LAYER_GAP, _TOP, _PAD = 46, 26, 58, 16
-_HEAD_PAD, _HEAD_LABEL, _HEAD_GAP, _LANE = 5, 13, 10, 14
+ANNOTATIONS = "annotations.json"
+VENDOR_SCRIPTS = ("vendor/cytoscape.min.js",)  # inlined before report.js on circuit pages
 
 _FORCED_TIP = ("the full model did not reach the accuracy bar on this task; pruning was forced, "
                "so read this circuit with care")
@@ -76,51 +54,9 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _finite(obj: Any) -> Any:
-    """Replace NaN and infinities by None: ``JSON.parse`` rejects them."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def json_for_script(obj: Any) -> str:
-    """JSON that is safe inside ``<script type="application/json">``.
-
-    ``<``, ``>`` and ``&`` only ever occur inside JSON strings, where ``\\u003c`` etc.
-    mean the same thing, so ``</script>`` or ``<!--`` in a token cannot end the block.
-    ``ensure_ascii`` also escapes U+2028/2029 and lone surrogates.
-    """
-    text = json.dumps(_finite(obj), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def visible_token(tok: str, limit: int | None = None) -> str:
-    """A token with its whitespace made visible, optionally shortened with an ellipsis."""
-    out = tok.replace(" ", "\u2423").replace("\n", "\u21b5").replace("\t", "\u21e5").replace("\r", "\u240d")
-    if limit is not None and len(out) > limit:
-        out = out[: max(limit - 1, 1)] + "\u2026"
-    return out or "\u2205"
-
-
 # --------------------------------------------------------------------------------------
 # Number formatting
 # --------------------------------------------------------------------------------------
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _int(x: Any) -> int | None:
-    v = _num(x)
-    return int(v) if v is not None else None
-
-
 def _si(x: float | None) -> str:
     if x is None:
         return "\u2013"
@@ -174,6 +110,7 @@ class CircuitEntry:
     page: str
     data: dict | None = None
     error: str | None = None
+    annotations: dict | None = None  # annotations.json next to circuit.json (supernodes, notes)
 
 
 @dataclass
@@ -234,6 +171,17 @@ def _check_circuit(data: Any) -> str | None:
     return None
 
 
+def _read_annotations(path: Path, warnings: list[str]) -> dict | None:
+    """A circuit's saved reading (the viewer's export); the page checks its contents."""
+    if not path.is_file():
+        return None
+    raw, err = _read_json_soft(path)
+    if err or not isinstance(raw, dict):
+        warnings.append(f"{path.parent.name}/{path.name}: {err or 'not a JSON object'}")
+        return None
+    return raw
+
+
 def load_run_data(run_dir: str | Path) -> RunData:
     """Read everything the report shows; only a missing ``config.json`` is an error."""
     path = Path(run_dir)
@@ -274,6 +222,7 @@ def load_run_data(run_dir: str | Path) -> RunData:
                 warnings.append(f"circuits/{sub.name}/circuit.json: {err}")
             else:
                 entry.data = upgrade_circuit_json(data)  # older files: edge counts from their links
+                entry.annotations = _read_annotations(sub / ANNOTATIONS, warnings)
             circuits.append(entry)
     measures: dict = {}
     if (path / "eval.json").is_file():
@@ -303,10 +252,20 @@ def _csp(script: str | None) -> str:
             "base-uri 'none'; form-action 'none'")
 
 
-def _page(title: str, body: str, *, data: Any = None, script: bool = False, body_class: str = "") -> str:
-    js = _asset("report.js") if script else None
-    if js is not None and "</script" in js.lower():  # pragma: no cover - a guard on our own file
-        raise RuntimeError("report.js must not contain '</script'")
+def viewer_script() -> str:
+    """The circuit page's one inline script: the vendored graph library, then ours."""
+    parts = [_asset(name) for name in VENDOR_SCRIPTS] + [_asset("report.js")]
+    js = "\n;\n".join(parts)
+    if "</script" in js.lower() or "<!--" in js:  # pragma: no cover - a guard on our own files
+        raise RuntimeError("an inlined script must not contain '</script' or '<!--'")
+    return js
+
+
+def _page(title: str, body: str, *, data: Any = None, blocks: dict[str, Any] | None = None,
+          script: bool = False, body_class: str = "") -> str:
+    """A whole page. ``data`` goes in the JSON block ``circuit-data``; ``blocks`` maps more
+    block ids to payloads (the comparison page has two)."""
+    js = viewer_script() if script else None
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(_csp(js))}\">\n",
@@ -316,8 +275,9 @@ def _page(title: str, body: str, *, data: Any = None, script: bool = False, body
         f"<title>{_e(title)}</title>\n<style>\n{_asset('report.css')}\n</style>\n</head>\n",
         f"<body class=\"{_e(body_class)}\">\n{body}\n",
     ]
-    if data is not None:
-        parts.append(f"<script type=\"application/json\" id=\"circuit-data\">{json_for_script(data)}</script>\n")
+    all_blocks = ({"circuit-data": data} if data is not None else {}) | (blocks or {})
+    for block_id, payload in all_blocks.items():
+        parts.append(f"<script type=\"application/json\" id=\"{_e(block_id)}\">{json_for_script(payload)}</script>\n")
     if js is not None:
         parts.append(f"<script>{js}</script>\n")
     parts.append("</body>\n</html>\n")
@@ -505,414 +465,6 @@ def svg_line_chart(series: list[dict], *, title: str, x_label: str, y_label: str
                    f"<text class=\"legend\" x=\"{lx + 23}\" y=\"32\">{_e(name)}</text>")
     out.append("</svg>")
     return "".join(out)
-
-
-# --------------------------------------------------------------------------------------
-# Circuit graph: normalise, lay out, draw
-# --------------------------------------------------------------------------------------
-_LAYER_RE = re.compile(r"blocks\.(\d+)\.")
-
-
-def _node_label(n: dict) -> str:
-    site = n["site"]
-    if site in ("embed", "logit"):
-        return visible_token(n["token"], 11) if n["token"] is not None else f"#{n['index']}"
-    idx = "?" if n["index"] is None else n["index"]
-    if site in _QKV_ORDER:
-        return f"{site}{idx}"
-    return f"#{idx}"
-
-
-def _clean_details(raw: Any) -> dict | None:
-    """Keep only well-formed detail fields, coerced to the types the script expects."""
-    if not isinstance(raw, dict):
-        return None
-    out: dict[str, Any] = {}
-    snippets = []
-    for s in raw.get("snippets") or []:
-        if not isinstance(s, dict) or not isinstance(s.get("tokens"), list):
-            continue
-        toks = [str(t) for t in s["tokens"]][:512]
-        acts = [(_num(a) or 0.0) for a in (s.get("acts") or [])][: len(toks)]
-        acts += [0.0] * (len(toks) - len(acts))
-        mx = _num(s.get("max"))
-        snippets.append({"tokens": toks, "acts": acts,
-                         "max": mx if mx is not None else max(acts, key=abs, default=0.0)})
-    if snippets:
-        out["snippets"] = snippets[:50]
-    ca = raw.get("class_acts")
-    if isinstance(ca, dict):
-        classes = {str(k): [v for v in (_num(x) for x in vals[:4000]) if v is not None]
-                   for k, vals in ca.items() if isinstance(vals, list)}
-        if classes:
-            out["class_acts"] = classes
-    if _num(raw.get("ablation_delta")) is not None:
-        out["ablation_delta"] = _num(raw["ablation_delta"])
-    pat = raw.get("pattern")
-    if isinstance(pat, dict) and isinstance(pat.get("tokens"), list) and isinstance(pat.get("matrix"), list):
-        toks = [str(t) for t in pat["tokens"]][:256]
-        rows = [[(_num(v) or 0.0) for v in row[: len(toks)]] for row in pat["matrix"][: len(toks)]
-                if isinstance(row, list)]
-        if toks and rows:
-            out["pattern"] = {"tokens": toks, "matrix": rows}
-            if isinstance(pat.get("title"), str):
-                out["pattern"]["title"] = pat["title"]
-    return out
-
-
-def normalize_circuit(data: dict) -> tuple[list[dict], list[list], list[str]]:
-    """Nodes and links as the page uses them; returns (nodes, links [s, t, w], problems)."""
-    problems: list[str] = []
-    details = data.get("details") if isinstance(data.get("details"), dict) else {}
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    d_head = _int(model.get("d_head"))
-    nodes: list[dict] = []
-    index_of: dict[str, int] = {}
-    for raw in data.get("nodes", []):
-        if not isinstance(raw, dict) or raw.get("id") is None:
-            problems.append("a node without an id was skipped")
-            continue
-        nid = str(raw["id"])
-        if nid in index_of:
-            problems.append(f"duplicate node id skipped: {nid}")
-            continue
-        hook = str(raw.get("hook") or nid.rsplit(":", 1)[0])
-        site = str(raw.get("site") or "")
-        layer = _int(raw.get("layer"))
-        if layer is None and site not in ("embed", "logit"):
-            m = _LAYER_RE.search(hook)
-            layer = int(m.group(1)) if m else None
-        token = raw.get("token")
-        index = _int(raw.get("index"))
-        if index is None and re.fullmatch(r"\d+", nid.rsplit(":", 1)[-1]):
-            index = int(nid.rsplit(":", 1)[-1])
-        node = {
-            "id": nid, "hook": hook, "site": site, "layer": layer,
-            "index": index, "head": _int(raw.get("head")),
-            "token": None if token is None else str(token), "mask": _num(raw.get("mask")),
-        }
-        if node["head"] is None and site in _QKV_ORDER and node["index"] is not None and d_head:
-            node["head"] = node["index"] // d_head  # q/k/v channels are numbered across heads
-        node["label"] = _node_label(node)
-        node["site_name"] = SITE_NAMES.get(site, site or "unknown site")
-        det = _clean_details(details.get(nid))
-        if det:
-            node["details"] = det
-        index_of[nid] = len(nodes)
-        nodes.append(node)
-    links: list[list] = []
-    dropped = 0
-    for raw in data.get("links", []):
-        if not isinstance(raw, dict):
-            dropped += 1
-            continue
-        s, t = index_of.get(str(raw.get("source"))), index_of.get(str(raw.get("target")))
-        w = _num(raw.get("weight"))
-        if s is None or t is None:
-            dropped += 1
-            continue
-        links.append([s, t, 0.0 if w is None else w])
-    if dropped:
-        problems.append(f"{dropped} link(s) with unknown endpoints were skipped")
-    return nodes, links, problems
-
-
-def _column_key(n: dict) -> tuple[int, int]:
-    if n["site"] == "embed":
-        return _EMBED_KEY
-    if n["site"] == "logit":
-        return _LOGIT_KEY
-    layer = n["layer"] if n["layer"] is not None else (1 << 29)
-    return (layer, _SITE_COLUMN.get(n["site"], 6))
-
-
-def _node_width(n: dict) -> int:
-    return _TOKEN_W if n["site"] in ("embed", "logit") else _NODE_W
-
-
-@dataclass
-class _Column:
-    key: tuple[int, int]
-    members: list[int]  # item ids: real nodes first numbered 0..N-1, then edge waypoints
-    x: float = 0.0
-    width: float = _NODE_W
-
-    @property
-    def is_heads(self) -> bool:
-        return self.key[1] == 1 and self.key not in (_EMBED_KEY, _LOGIT_KEY)
-
-
-@dataclass
-class GraphLayout:
-    """Where everything goes. Items ``0..N-1`` are the nodes; the rest are waypoints that
-    carry an edge across the columns it skips, so long edges run in their own lanes
-    instead of through other nodes (the classic layered-drawing trick)."""
-
-    pos: dict[int, tuple[float, float]]
-    columns: list[_Column]
-    chains: list[list[int]]  # per link: item ids from source to target
-    col_of: dict[int, int]  # item id -> index into columns
-    width: float
-    height: float
-    n_nodes: int
-
-    def is_waypoint(self, item: int) -> bool:
-        return item >= self.n_nodes
-
-
-def _groups(col: _Column, nodes: list[dict], n_nodes: int) -> list[tuple[bool, list[int]]]:
-    """The column's items in display groups: (boxed, members). Heads get a box each."""
-    if not col.is_heads:
-        return [(False, [i]) for i in col.members]
-    out: list[tuple[bool, list[int]]] = []
-    by_head: dict[Any, list[int]] = {}
-    for i in col.members:
-        if i >= n_nodes:
-            out.append((False, [i]))
-        else:
-            head = nodes[i]["head"]
-            if head not in by_head:
-                by_head[head] = []
-                out.append((True, by_head[head]))
-            by_head[head].append(i)
-    return out
-
-
-def _item_height(i: int, n_nodes: int) -> float:
-    return _ROW if i < n_nodes else _LANE
-
-
-def _column_height(col: _Column, nodes: list[dict], n_nodes: int) -> float:
-    total = 0.0
-    for k, (boxed, g) in enumerate(_groups(col, nodes, n_nodes)):
-        total += sum(_item_height(i, n_nodes) for i in g)
-        if boxed:
-            total += 2 * _HEAD_PAD + _HEAD_LABEL + (_HEAD_GAP if k else 0)
-    return total
-
-
-def layout_graph(nodes: list[dict], links: list[list]) -> GraphLayout:
-    """Columns by (layer, site), rows ordered by barycentre sweeps to cut edge crossings."""
-    n_nodes = len(nodes)
-    cols: dict[tuple[int, int], _Column] = {}
-    for i, n in enumerate(nodes):
-        cols.setdefault(_column_key(n), _Column(_column_key(n), [])).members.append(i)
-    columns = [cols[k] for k in sorted(cols)]
-    col_of: dict[int, int] = {}
-    for ci, col in enumerate(columns):
-        col.width = max(_node_width(nodes[i]) for i in col.members) + (2 * _HEAD_PAD if col.is_heads else 0)
-        col.members.sort(key=lambda i: (nodes[i]["head"] if nodes[i]["head"] is not None else -1,
-                                        _QKV_ORDER.get(nodes[i]["site"], 3),
-                                        nodes[i]["index"] if nodes[i]["index"] is not None else -1,
-                                        nodes[i]["id"]))
-        for i in col.members:
-            col_of[i] = ci
-    # Waypoints: one per (source, skipped column), shared by all long edges of a source.
-    n_items = n_nodes
-    waypoint: dict[tuple[int, int], int] = {}
-    seg: dict[tuple[int, int], float] = {}
-    chains: list[list[int]] = []
-    for s, t, w in links:
-        chain = [s]
-        if col_of[t] - col_of[s] > 1:
-            for c in range(col_of[s] + 1, col_of[t]):
-                if (s, c) not in waypoint:
-                    waypoint[(s, c)] = n_items
-                    columns[c].members.append(n_items)
-                    col_of[n_items] = c
-                    n_items += 1
-                chain.append(waypoint[(s, c)])
-        chain.append(t)
-        chains.append(chain)
-        for a, b in zip(chain, chain[1:]):
-            if a != b:
-                seg[(a, b)] = seg.get((a, b), 0.0) + abs(w) + 1e-6
-    x, prev_layer = float(_PAD), None
-    for col in columns:
-        if prev_layer is not None and col.key[0] != prev_layer:
-            x += _LAYER_GAP
-        col.x = x + col.width / 2
-        x += col.width + _COL_GAP
-        prev_layer = col.key[0]
-    width = x - _COL_GAP + _PAD
-    inner = max((_column_height(c, nodes, n_nodes) for c in columns), default=_ROW)
-    pos: dict[int, tuple[float, float]] = {}
-
-    def place(col: _Column) -> None:
-        y = _TOP + (inner - _column_height(col, nodes, n_nodes)) / 2
-        for k, (boxed, g) in enumerate(_groups(col, nodes, n_nodes)):
-            if boxed:
-                y += _HEAD_PAD + _HEAD_LABEL + (_HEAD_GAP if k else 0)
-            for i in g:
-                h = _item_height(i, n_nodes)
-                pos[i] = (col.x, y + h / 2)
-                y += h
-            if boxed:
-                y += _HEAD_PAD
-
-    for col in columns:
-        place(col)
-    ins: dict[int, list[tuple[int, float]]] = {i: [] for i in range(n_items)}
-    outs: dict[int, list[tuple[int, float]]] = {i: [] for i in range(n_items)}
-    for (a, b), w in seg.items():
-        outs[a].append((b, w))
-        ins[b].append((a, w))
-
-    def bary(i: int, nbrs: dict[int, list[tuple[int, float]]]) -> float:
-        total = sum(w for _, w in nbrs[i])
-        if total <= 0:
-            return pos[i][1]
-        return sum(pos[j][1] * w for j, w in nbrs[i]) / total
-
-    for sweep in range(10):
-        forward = sweep % 2 == 0
-        for col in (columns if forward else list(reversed(columns))):
-            b = {i: bary(i, ins if forward else outs) for i in col.members}
-            groups = _groups(col, nodes, n_nodes)
-            groups.sort(key=lambda g: sum(b[i] for i in g[1]) / len(g[1]))
-            if col.is_heads:
-                col.members = [i for _, g in groups for i in sorted(g, key=lambda i: (_QKV_ORDER.get(nodes[i]["site"], 3)
-                                                                                      if i < n_nodes else 0, b[i]))]
-            else:
-                col.members = [g[0] for _, g in groups]
-            place(col)
-    return GraphLayout(pos, columns, chains, col_of, width, _TOP + inner + _PAD, n_nodes)
-
-
-def _edge_path(layout: GraphLayout, chain: list[int], nodes: list[dict]) -> str:
-    """A smooth path through the chain: horizontal tangents at every node and waypoint."""
-    pos = layout.pos
-    s, t = chain[0], chain[-1]
-    (xs, ys), (xt, yt) = pos[s], pos[t]
-    ws, wt = _node_width(nodes[s]), _node_width(nodes[t])
-    if xt - wt / 2 <= xs + ws / 2:
-        # Same column (a head's q -> k pair) or backwards: a tight bracket on the right.
-        x1, x2 = xs + ws / 2, xt + wt / 2
-        c = 8 + min(abs(yt - ys) / 6, 24)
-        return f"M{x1:.1f},{ys:.1f} C{x1 + c:.1f},{ys:.1f} {x2 + c:.1f},{yt:.1f} {x2:.1f},{yt:.1f}"
-    pts = [(xs + ws / 2, ys)]
-    straight = [False]
-    for item in chain[1:-1]:
-        x, y = pos[item]
-        half = layout.columns[layout.col_of[item]].width / 2
-        pts += [(x - half, y), (x + half, y)]
-        straight += [False, True]
-    pts.append((xt - wt / 2, yt))
-    straight.append(False)
-    d = [f"M{pts[0][0]:.1f},{pts[0][1]:.1f}"]
-    for (x1, y1), (x2, y2), flat in zip(pts, pts[1:], straight[1:]):
-        if flat:
-            d.append(f"L{x2:.1f},{y2:.1f}")
-        else:
-            dx = max((x2 - x1) * 0.5, 12)
-            d.append(f"C{x1 + dx:.1f},{y1:.1f} {x2 - dx:.1f},{y2:.1f} {x2:.1f},{y2:.1f}")
-    return " ".join(d)
-
-
-def _node_tooltip(n: dict, n_in: int, n_out: int) -> str:
-    lines = [n["id"]]
-    parts = [f"layer {n['layer']}" if n["layer"] is not None else None, n["site_name"],
-             f"head {n['head']}" if n["head"] is not None else None,
-             f"#{n['index']}" if n["index"] is not None else None]
-    lines.append(" \u00b7 ".join(p for p in parts if p))
-    if n["token"] is not None:
-        lines.append(f"token: {n['token']!r}")
-    nums = []
-    if n["mask"] is not None:
-        nums.append(f"mask {n['mask']:.3g}")
-    delta = n.get("details", {}).get("ablation_delta")
-    if delta is not None:
-        nums.append(f"ablation \u0394loss {delta:+.3f}")
-    nums.append(f"in {n_in} \u00b7 out {n_out}")
-    lines.append(" \u00b7 ".join(nums))
-    return "\n".join(lines)
-
-
-def svg_circuit_graph(nodes: list[dict], links: list[list]) -> str:
-    """The circuit as an SVG: layer bands, column headers, head boxes, edges, nodes."""
-    if not nodes:
-        return "<p class=\"muted\">This circuit has no nodes.</p>"
-    layout = layout_graph(nodes, links)
-    pos, columns, width, height = layout.pos, layout.columns, layout.width, layout.height
-    # Fit the pane's width, shrinking to at most 65% of natural size; beyond that, scroll.
-    out = [f"<svg class=\"circuit-graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"100%\" "
-           f"viewBox=\"0 0 {width:.0f} {height:.0f}\" role=\"img\" aria-label=\"circuit graph\" "
-           f"style=\"min-width:{0.65 * width:.0f}px;max-width:{width:.0f}px\">"]
-    # Layer bands and labels.
-    bands: dict[tuple, list[_Column]] = {}
-    for col in columns:
-        bands.setdefault(col.key if col.key in (_EMBED_KEY, _LOGIT_KEY) else (col.key[0],), []).append(col)
-    for k, (band, cols) in enumerate(bands.items()):
-        x0 = min(c.x - c.width / 2 for c in cols) - _COL_GAP / 2 + 6
-        x1 = max(c.x + c.width / 2 for c in cols) + _COL_GAP / 2 - 6
-        if band == _EMBED_KEY:
-            label = "embedding"
-        elif band == _LOGIT_KEY:
-            label = "answer logits"
-        elif band[0] == 1 << 29:
-            label = "layer ?"
-        else:
-            label = f"layer {band[0]}"
-        out.append(f"<rect class=\"band band-{k % 2}\" x=\"{x0:.1f}\" y=\"6\" width=\"{x1 - x0:.1f}\" "
-                   f"height=\"{height - 12:.1f}\" rx=\"8\"/>"
-                   f"<text class=\"band-label\" x=\"{(x0 + x1) / 2:.1f}\" y=\"22\" "
-                   f"text-anchor=\"middle\">{_e(label)}</text>")
-    for col in columns:
-        title = {_EMBED_KEY: "tokens", _LOGIT_KEY: "answers"}.get(col.key, _COLUMN_TITLES.get(col.key[1], ""))
-        out.append(f"<text class=\"col-label\" x=\"{col.x:.1f}\" y=\"38\" text-anchor=\"middle\">{_e(title)}</text>")
-    # Head boxes.
-    for col in columns:
-        if not col.is_heads:
-            continue
-        for boxed, g in _groups(col, nodes, layout.n_nodes):
-            if not boxed:
-                continue
-            ys = [pos[i][1] for i in g]
-            top = min(ys) - _ROW / 2 - _HEAD_LABEL - _HEAD_PAD + 2
-            bottom = max(ys) + _ROW / 2 + _HEAD_PAD - 2
-            head = nodes[g[0]]["head"]
-            label = f"head {head}" if head is not None else "head ?"
-            out.append(f"<g class=\"head-group\"><rect x=\"{col.x - col.width / 2:.1f}\" y=\"{top:.1f}\" "
-                       f"width=\"{col.width:.1f}\" height=\"{bottom - top:.1f}\" rx=\"7\"/>"
-                       f"<text x=\"{col.x - col.width / 2 + 6:.1f}\" y=\"{top + 11:.1f}\">{_e(label)}</text></g>")
-    # Edges, weakest first so strong ones draw on top.
-    max_w = max((abs(w) for _, _, w in links), default=0.0) or 1.0
-    n_in = [0] * len(nodes)
-    n_out = [0] * len(nodes)
-    out.append("<g class=\"edges\">")
-    for li in sorted(range(len(links)), key=lambda li: abs(links[li][2])):
-        s, t, w = links[li]
-        n_out[s] += 1
-        n_in[t] += 1
-        sw = 0.8 + 5.2 * abs(w) / max_w
-        sign = "pos" if w >= 0 else "neg"
-        d = _edge_path(layout, layout.chains[li], nodes)
-        tip = f"{nodes[s]['id']} \u2192 {nodes[t]['id']}\nweight {w:+.4g}"
-        out.append(f"<path class=\"edge {sign}\" data-l=\"{li}\" data-s=\"{s}\" data-t=\"{t}\" d=\"{d}\" "
-                   f"stroke-width=\"{sw:.2f}\"><title>{_e(tip)}</title></path>")
-    out.append("</g><g class=\"nodes\">")
-    for i, n in enumerate(nodes):
-        x, y = pos[i]
-        w = _node_width(n)
-        site_cls = re.sub(r"[^a-z_]", "", n["site"]) or "unknown"
-        if site_cls not in SITE_NAMES:
-            site_cls = "unknown"
-        out.append(f"<g class=\"node site-{site_cls}\" data-i=\"{i}\" tabindex=\"0\" role=\"button\" "
-                   f"aria-label=\"{_e(n['id'])}\" transform=\"translate({x:.1f} {y:.1f})\">"
-                   f"<title>{_e(_node_tooltip(n, n_in[i], n_out[i]))}</title>"
-                   f"<rect x=\"{-w / 2}\" y=\"{-_NODE_H / 2}\" width=\"{w}\" height=\"{_NODE_H}\" rx=\"{_NODE_H / 2}\"/>"
-                   f"<text text-anchor=\"middle\" dy=\"0.35em\">{_e(n['label'])}</text></g>")
-    out.append("</g></svg>")
-    return "".join(out)
-
-
-def _legend() -> str:
-    sites = ["embed", "attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out", "logit"]
-    items = "".join(f"<span class=\"lg\"><span class=\"sw site-{s}\"></span>{_e(SITE_NAMES[s])}</span>" for s in sites)
-    return ("<div class=\"legend\">" + items +
-            "<span class=\"lg\"><span class=\"ln pos\"></span>positive weight</span>"
-            "<span class=\"lg\"><span class=\"ln neg\"></span>negative weight</span>"
-            "<span class=\"lg muted\">edge width \u221d |weight|</span></div>")
 
 
 # --------------------------------------------------------------------------------------
@@ -1122,11 +674,56 @@ def _circuit_charts(m: dict) -> str:
             + "".join(f"<div class=\"chart-box\">{c}</div>" for c in charts) + "</div></section>")
 
 
+_VIEWER_HELP = ("Data flows left to right; the whole circuit is fitted to the pane. Wheel or +/- zoom, drag or "
+                "the arrow keys pan, F or Fit fits. Click a node for its snippets, class activations, ablation "
+                "effect and attention pattern; its ancestors and descendants stay lit. Shift-click or shift-drag "
+                "selects several, to group into a named supernode. Esc clears the selection.")
+
+
+def viewer_html(source: str = "circuit-data", compact: bool = False) -> str:
+    """The viewer's frame: toolbar, graph pane, panel. The script fills it from the JSON block ``source``."""
+    names = f"names-{_e(source)}"
+    return (
+        f"<div class=\"viewer{' compact' if compact else ''}\" data-source=\"{_e(source)}\">"
+        "<div class=\"toolbar\">"
+        "<button type=\"button\" data-act=\"fit\" title=\"fit the whole circuit (F)\">Fit</button>"
+        f"<input type=\"search\" data-role=\"search\" list=\"{names}\" placeholder=\"find a node or hook\" "
+        "aria-label=\"find a node or hook name\" autocomplete=\"off\">"
+        f"<datalist id=\"{names}\" data-role=\"names\"></datalist><span class=\"muted\" data-role=\"search-info\"></span>"
+        "<label class=\"tool\" title=\"hide links weaker than a quantile of |weight|\">|w| "
+        "<input type=\"range\" data-role=\"weight\" min=\"0\" max=\"99\" step=\"1\" value=\"0\" aria-label=\"edge filter\">"
+        " <span data-role=\"weight-value\">all</span></label>"
+        "<label class=\"tool\"><input type=\"checkbox\" data-role=\"residual\" checked> residual links</label>"
+        "<button type=\"button\" data-act=\"unfold\">Unfold inputs/outputs</button>"
+        "<button type=\"button\" data-act=\"group\" title=\"group the selected nodes into a named supernode\">Group\u2026</button>"
+        "<button type=\"button\" data-act=\"export\" title=\"save supernodes and notes as annotations.json\">Export</button>"
+        "<label class=\"tool file\" title=\"load an annotations.json\">Import <input type=\"file\" data-role=\"import\" "
+        "accept=\".json,application/json\"></label>"
+        "<span class=\"muted count\" data-role=\"edge-count\"></span></div>"
+        "<div class=\"legend\" data-role=\"legend\"></div>"
+        "<div class=\"viewer-body\"><div class=\"graph\" data-role=\"graph\" tabindex=\"0\" role=\"application\" "
+        "aria-label=\"circuit graph: arrows pan, + and - zoom, F fits\"></div>"
+        "<aside class=\"panel\" data-role=\"panel\" aria-live=\"polite\"></aside></div>"
+        "<div class=\"hover-line muted\" data-role=\"hover\"></div>"
+        "<noscript><p>The circuit graph needs JavaScript; the tables below do not.</p></noscript></div>"
+    )
+
+
+def circuit_payload(data: dict, task: str, annotations: dict | None = None) -> tuple[dict, list[str]]:
+    """The JSON the viewer reads for one circuit, and the problems found reading it."""
+    m = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    view, problems = circuit_view(data)
+    view.update({"task": task, "full_loss": _num(m.get("full_loss")), "circuit_loss": _num(m.get("circuit_loss")),
+                 "annotations": annotations})
+    return view, problems
+
+
 def render_circuit(run: RunData, entry: CircuitEntry) -> str:
     data = entry.data or {}
     m = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    nodes, links, problems = normalize_circuit(data)
+    payload, problems = circuit_payload(data, entry.task, entry.annotations)
+    nodes = payload["nodes"]
     forced = ""
     if data.get("forced") is True:
         forced = f" {_forced_badge(True)}"
@@ -1148,20 +745,78 @@ def render_circuit(run: RunData, entry: CircuitEntry) -> str:
         f"<h1>{_e(entry.task)}</h1>{forced}<span class=\"muted\">circuit</span></header>"
         f"<main>{_metric_cards(m, model)}{warn}"
         "<section><h2>Circuit</h2>"
-        f"<p class=\"muted\">Data flows left to right. Hover a node or edge for numbers; click a node for its "
-        "snippets, class activations, ablation effect and attention pattern "
-        f"({n_detail} of {len(nodes)} nodes have details). "
-        "Esc clears the selection.</p>"
-        f"{_legend()}<div class=\"circuit-layout\">"
-        f"<div class=\"graph-scroll\" id=\"graph\">{svg_circuit_graph(nodes, links)}</div>"
-        "<aside class=\"panel\" id=\"panel\" aria-live=\"polite\"><p class=\"muted\">Click a node.</p></aside>"
-        "</div></section>"
+        f"<p class=\"muted\">{_e(_VIEWER_HELP)} ({n_detail} of {len(nodes)} nodes have details.)</p>"
+        f"{viewer_html()}</section>"
         f"{_checks_table(data.get('checks'))}{_circuit_charts(m)}{settings_html}</main>"
     )
-    payload = {"task": entry.task, "nodes": nodes, "links": links,
-               "full_loss": _num(m.get("full_loss")), "circuit_loss": _num(m.get("circuit_loss"))}
     return _page(f"{entry.task} \u2014 circuit \u2014 {run.name}", body, data=payload, script=True,
                  body_class="circuit-page")
+
+
+# --------------------------------------------------------------------------------------
+# Two circuits side by side
+# --------------------------------------------------------------------------------------
+def _read_circuit_file(path: Path) -> dict:
+    data = read_json(path, "circuit file")
+    err = _check_circuit(data)
+    if err:
+        raise UserError(f"not a circuit file ({err}): {path}")
+    return upgrade_circuit_json(data)
+
+
+def render_compare(a: dict, b: dict, *, label_a: str = "A", label_b: str = "B",
+                   annotations: tuple[dict | None, dict | None] = (None, None)) -> str:
+    """One page with two circuits (two seeds, methods or checkpoints) side by side; nodes
+    present in both (same id: hook and channel, or token) are marked in each."""
+    task_a = a.get("task") if isinstance(a.get("task"), str) else label_a
+    task_b = b.get("task") if isinstance(b.get("task"), str) else label_b
+    pa, problems_a = circuit_payload(a, task_a, annotations[0])
+    pb, problems_b = circuit_payload(b, task_b, annotations[1])
+    ids_a = {n["id"] for n in pa["nodes"]}
+    ids_b = {n["id"] for n in pb["nodes"]}
+    both = ids_a & ids_b
+    pa["shared"] = [i for i, n in enumerate(pa["nodes"]) if n["id"] in both]
+    pb["shared"] = [i for i, n in enumerate(pb["nodes"]) if n["id"] in both]
+    la = {(pa["nodes"][s]["id"], pa["nodes"][t]["id"]) for s, t, _w, _k in pa["links"]}
+    lb = {(pb["nodes"][s]["id"], pb["nodes"][t]["id"]) for s, t, _w, _k in pb["links"]}
+    union = len(ids_a | ids_b)
+    cards = _cards([
+        (f"nodes {label_a}", _e(_fmt(len(ids_a))), ""), (f"nodes {label_b}", _e(_fmt(len(ids_b))), ""),
+        ("shared nodes", _e(_fmt(len(both))) + (f" <small>/ {union} ({len(both) / union:.0%})</small>" if union else ""), ""),
+        (f"links {label_a}", _e(_fmt(len(la))), ""), (f"links {label_b}", _e(_fmt(len(lb))), ""),
+        ("shared links", _e(_fmt(len(la & lb))), ""),
+    ])
+    warn = ""
+    problems = [f"{label_a}: {p}" for p in problems_a] + [f"{label_b}: {p}" for p in problems_b]
+    if problems:
+        warn = "<section class=\"warnings\"><ul>" + "".join(f"<li>{_e(p)}</li>" for p in problems) + "</ul></section>"
+
+    def side(label: str, task: str, data: dict, source: str) -> str:
+        forced = f" {_forced_badge(True)}" if data.get("forced") is True else ""
+        return (f"<div class=\"side\"><h2>{_e(label)}: {_e(task)}{forced}</h2>"
+                f"{viewer_html(source, compact=True)}</div>")
+
+    body = (f"<header class=\"top\"><h1>{_e(task_a)} vs {_e(task_b)}</h1><span class=\"muted\">two circuits; "
+            "nodes in both are ringed in pink, and selecting one selects it on the other side</span></header>"
+            f"<main class=\"wide\">{cards}{warn}<p class=\"muted\">{_e(_VIEWER_HELP)}</p><div class=\"compare\">"
+            f"{side(label_a, task_a, a, 'circuit-a')}{side(label_b, task_b, b, 'circuit-b')}</div></main>")
+    return _page(f"{task_a} vs {task_b} \u2014 sparsecircuits", body, blocks={"circuit-a": pa, "circuit-b": pb},
+                 script=True, body_class="compare-page")
+
+
+def write_compare(circuit_a: str | Path, circuit_b: str | Path, out: str | Path) -> Path:
+    """Write a comparison page of two ``circuit.json`` files (each one's ``annotations.json``
+    next to it is shown too). Labels are the files' parent folders when they differ."""
+    pa, pb, out = Path(circuit_a), Path(circuit_b), Path(out)
+    a, b = _read_circuit_file(pa), _read_circuit_file(pb)
+    warnings: list[str] = []
+    notes = (_read_annotations(pa.parent / ANNOTATIONS, warnings), _read_annotations(pb.parent / ANNOTATIONS, warnings))
+    name_a, name_b = pa.resolve().parent.name, pb.resolve().parent.name
+    labels = (name_a, name_b) if name_a != name_b else ("A", "B")
+    if out.is_dir():
+        raise UserError(f"--out is a directory, not a file: {out}")
+    _write_page(out, render_compare(a, b, label_a=labels[0], label_b=labels[1], annotations=notes))
+    return out
 
 
 # --------------------------------------------------------------------------------------

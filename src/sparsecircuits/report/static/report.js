@@ -1,39 +1,47 @@
-/* sparsecircuits circuit page: hover highlighting and the node panel.
+/* sparsecircuits circuit viewer: draws a circuit with Cytoscape.js (inlined before this
+ * script) and adds what reading a large circuit needs: fit, zoom and pan, folded
+ * inputs and outputs, an edge filter by |weight|, a residual-link toggle, ancestors and
+ * descendants of a selection, search, supernodes with notes (exported and imported as
+ * JSON), and the node panel (snippets, class activations, ablation effect, attention).
  *
- * The graph itself is SVG written by Python; this script only reads the page's JSON
- * block and builds DOM nodes. All text from the data goes in through textContent or
- * setAttribute, never through HTML parsing, so a token that looks like a tag stays text.
+ * Positions come from the page's JSON (laid out when the report was written), so the
+ * page draws at once. All text from the data goes in through textContent, setAttribute
+ * or Cytoscape labels (canvas text), never through HTML parsing, so a token that looks
+ * like a tag stays text.
  */
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
-  var dataEl = document.getElementById("circuit-data");
-  var panel = document.getElementById("panel");
-  if (!dataEl || !panel) { return; }
-  var data = JSON.parse(dataEl.textContent);
-  var nodes = data.nodes || [];
-  var links = data.links || [];
-  var svg = document.querySelector("#graph svg.circuit-graph");
-  var nodeEls = [];
-  var edgeEls = [];
-  var ins = nodes.map(function () { return []; });
-  var outs = nodes.map(function () { return []; });
-  var selected = -1;
+  var SITES = {  // site: [fill, stroke, legend name]
+    embed: ["#f1f5f9", "#64748b", "token embedding"],
+    attn_in: ["#fff7ed", "#f97316", "attention read"],
+    q: ["#fef9c3", "#ca8a04", "query channel"],
+    k: ["#ecfccb", "#65a30d", "key channel"],
+    v: ["#cffafe", "#0891b2", "value channel"],
+    attn_out: ["#ffedd5", "#c2410c", "attention write"],
+    mlp_in: ["#f0fdf4", "#22c55e", "MLP read"],
+    neuron: ["#dcfce7", "#15803d", "MLP neuron"],
+    mlp_out: ["#bbf7d0", "#166534", "MLP write"],
+    logit: ["#f3e8ff", "#7e22ce", "answer logit"]
+  };
+  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777";
+  var FORMAT = "sparsecircuits-annotations";
 
-  links.forEach(function (l, li) {
-    if (outs[l[0]] && ins[l[1]]) { outs[l[0]].push(li); ins[l[1]].push(li); }
+  if (typeof cytoscape !== "function") { return; }
+  var viewers = [];
+  document.querySelectorAll(".viewer").forEach(function (root) {
+    var v = createViewer(root);
+    if (v) { viewers.push(v); }
   });
-  if (svg) {
-    svg.querySelectorAll("g.node").forEach(function (g) { nodeEls[Number(g.getAttribute("data-i"))] = g; });
-    svg.querySelectorAll("path.edge").forEach(function (p) { edgeEls[Number(p.getAttribute("data-l"))] = p; });
-  }
-  var maxDelta = 0;
-  nodes.forEach(function (n) {
-    var d = n.details && n.details.ablation_delta;
-    if (typeof d === "number") { maxDelta = Math.max(maxDelta, Math.abs(d)); }
+  // Side by side: selecting a node in one circuit selects the same node in the other.
+  viewers.forEach(function (v) {
+    v.onPick = function (id) {
+      viewers.forEach(function (o) { if (o !== v) { o.pickById(id); } });
+    };
   });
+  window.circuitViewers = viewers.map(function (v) { return v.api; });
 
-  // ---------------------------------------------------------------- helpers
+  // ---------------------------------------------------------------- small helpers
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) { e.className = cls; }
@@ -67,284 +75,898 @@
     var a = Math.min(Math.abs(r), 1) * 0.85;
     return r >= 0 ? "rgba(37, 99, 235, " + a.toFixed(3) + ")" : "rgba(220, 38, 38, " + a.toFixed(3) + ")";
   }
-  function section(title) {
-    panel.appendChild(el("h3", null, title));
-  }
-  function nodeName(j) {
-    var n = nodes[j];
-    var where = n.layer !== null && n.layer !== undefined ? "L" + n.layer + " " : "";
-    var head = n.head !== null && n.head !== undefined ? " h" + n.head : "";
-    return where + (n.site || "?") + head + " " + n.label;
-  }
-
-  // ---------------------------------------------------------------- highlighting
-  function highlight(i) {
-    if (!svg) { return; }
-    svg.querySelectorAll(".hl").forEach(function (e) { e.classList.remove("hl"); });
-    if (i < 0) { svg.classList.remove("focus"); return; }
-    svg.classList.add("focus");
-    if (nodeEls[i]) { nodeEls[i].classList.add("hl"); }
-    ins[i].concat(outs[i]).forEach(function (li) {
-      if (edgeEls[li]) { edgeEls[li].classList.add("hl"); }
-      var l = links[li];
-      [l[0], l[1]].forEach(function (j) { if (nodeEls[j]) { nodeEls[j].classList.add("hl"); } });
-    });
-  }
-
-  function select(i, fromPanel) {
-    if (selected >= 0 && nodeEls[selected]) { nodeEls[selected].classList.remove("selected"); }
-    selected = i;
-    if (i >= 0 && nodeEls[i]) {
-      nodeEls[i].classList.add("selected");
-      if (fromPanel && nodeEls[i].scrollIntoView) {
-        nodeEls[i].scrollIntoView({ block: "nearest", inline: "nearest" });
-      }
-    }
-    highlight(i);
-    if (i >= 0) { renderNode(i); } else { renderOverview(); }
-    try {
-      history.replaceState(null, "", i >= 0 ? "#node=" + encodeURIComponent(nodes[i].id) : "#");
-    } catch (e) { /* some file:// contexts refuse replaceState; the hash is a convenience */ }
-  }
-
-  // ---------------------------------------------------------------- panel pieces
-  function factsTable(rows) {
-    var t = el("table", "facts");
-    rows.forEach(function (r) {
-      if (r[1] === null || r[1] === undefined || r[1] === "") { return; }
-      var tr = el("tr");
-      tr.appendChild(el("td", null, r[0]));
-      tr.appendChild(el("td", null, r[1]));
-      t.appendChild(tr);
-    });
-    return t;
-  }
-
-  function bar(frac, color) {
-    var b = el("div", "bar");
-    var f = el("div");
-    f.style.width = (Math.max(0, Math.min(1, frac)) * 100).toFixed(1) + "%";
-    f.style.background = color;
-    b.appendChild(f);
+  function button(text, title, onClick, cls) {
+    var b = el("button", cls || null, text);
+    b.type = "button";
+    if (title) { b.setAttribute("title", title); }
+    b.addEventListener("click", onClick);
     return b;
   }
 
-  function snippetRow(s, scale) {
-    var row = el("div", "snippet");
-    var toks = el("span", "toks");
-    var peak = -1;
-    var best = -Infinity;
-    s.acts.forEach(function (a, k) { if (Math.abs(a) > best) { best = Math.abs(a); peak = k; } });
-    s.tokens.forEach(function (t, k) {
-      var a = s.acts[k] || 0;
-      var span = el("span", k === peak ? "tok peak" : "tok", visible(t));
-      var r = scale > 0 ? a / scale : 0;
-      span.style.background = actColor(r);
-      if (Math.abs(r) > 0.6) { span.style.color = "#fff"; }
-      span.setAttribute("title", JSON.stringify(String(t)) + "  act " + fmt(a, 4));
-      toks.appendChild(span);
-    });
-    row.appendChild(toks);
-    row.appendChild(el("span", "smax", fmt(s.max, 3)));
-    return row;
-  }
+  // ---------------------------------------------------------------- one viewer
+  function createViewer(root) {
+    var q = function (role) { return root.querySelector("[data-role='" + role + "']"); };
+    var dataEl = document.getElementById(root.getAttribute("data-source") || "circuit-data");
+    var container = q("graph");
+    var panel = q("panel");
+    if (!dataEl || !container || !panel) { return null; }
+    var data = JSON.parse(dataEl.textContent);
+    var nodes = data.nodes || [];
+    var links = data.links || [];
+    var groups = data.groups || [];
+    var layout = data.layout || {};
+    var shared = {};
+    (data.shared || []).forEach(function (i) { shared[i] = true; });
+    var nodeH = layout.node_h || 22;
+    var big = links.length > 3000;
 
-  function classStrip(classes) {
-    var keys = Object.keys(classes);
-    var all = [];
-    keys.forEach(function (k) { all = all.concat(classes[k]); });
-    if (!all.length) { return null; }
-    var lo = all.reduce(function (a, b) { return Math.min(a, b); }, 0);
-    var hi = all.reduce(function (a, b) { return Math.max(a, b); }, 0);
-    if (hi - lo < 1e-12) { lo -= 1; hi += 1; }
-    var W = 360, left = 52, right = 12, top = 6, rowH = 30, H = top + keys.length * rowH + 20;
-    var x = function (v) { return left + (v - lo) / (hi - lo) * (W - left - right); };
-    var colors = ["#0d9488", "#d97706", "#7c3aed", "#db2777"];
-    var s = sel("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "class activations" });
-    s.appendChild(sel("line", { x1: x(0), x2: x(0), y1: top, y2: H - 18, stroke: "#9ca3af", "stroke-dasharray": "3 2" }));
-    keys.forEach(function (k, r) {
-      var cy = top + r * rowH + rowH / 2;
-      var col = colors[r % colors.length];
-      var vals = classes[k];
-      s.appendChild(sel("line", { x1: left, x2: W - right, y1: cy, y2: cy, stroke: "#f1f5f9" }));
-      s.appendChild(sel("text", { x: left - 6, y: cy + 3.5, "text-anchor": "end", "class": "tokl" }, shortTok(k, 8)));
-      vals.forEach(function (v, j) {
-        var jitter = (((j * 7919) % 13) - 6) * 1.5;
-        s.appendChild(stitle(sel("circle", { cx: x(v).toFixed(1), cy: (cy + jitter).toFixed(1), r: 2.6, fill: col, "fill-opacity": 0.5 }),
-          k + ": " + fmt(v, 4)));
+    // Adjacency, io groups, weight quantiles.
+    var ins = nodes.map(function () { return []; });
+    var outs = nodes.map(function () { return []; });
+    links.forEach(function (l, li) { outs[l[0]].push(li); ins[l[1]].push(li); });
+    var linkGroup = links.map(function () { return -1; });
+    var tokenGroups = nodes.map(function () { return null; });
+    groups.forEach(function (g, k) {
+      g.links.forEach(function (li) { linkGroup[li] = k; });
+      g.members.forEach(function (i) { (tokenGroups[i] = tokenGroups[i] || []).push(k); });
+    });
+    var absSorted = links.map(function (l) { return Math.abs(l[2]); }).sort(function (a, b) { return a - b; });
+    var maxW = absSorted.length ? absSorted[absSorted.length - 1] || 1 : 1;
+    var maxDelta = 0;
+    nodes.forEach(function (n) {
+      var d = n.details && n.details.ablation_delta;
+      if (typeof d === "number") { maxDelta = Math.max(maxDelta, Math.abs(d)); }
+    });
+
+    var state = { threshold: 0, residual: true, unfolded: {}, supers: [], nextSuper: 1, message: null };
+    var api = {};
+    var self = { api: api, onPick: null, pickById: pickById };
+
+    // ---------------------------------------------------------------- elements
+    var els = [];
+    (layout.bands || []).forEach(function (b, k) {
+      els.push({ group: "nodes", data: { id: "band" + k, label: b.label, w: b.x1 - b.x0, h: layout.height - 12 },
+        position: { x: (b.x0 + b.x1) / 2, y: layout.height / 2 }, classes: "deco band band-" + (k % 2),
+        selectable: false, grabbable: false });
+    });
+    (layout.heads || []).forEach(function (h, k) {
+      els.push({ group: "nodes", data: { id: "head" + k, label: h.label, w: h.w, h: h.y1 - h.y0 },
+        position: { x: h.x, y: (h.y0 + h.y1) / 2 }, classes: "deco head", selectable: false, grabbable: false });
+    });
+    (layout.columns || []).forEach(function (c, k) {
+      els.push({ group: "nodes", data: { id: "col" + k, label: c.title, w: 1, h: 1 },
+        position: { x: c.x, y: 38 }, classes: "deco coltitle", selectable: false, grabbable: false });
+    });
+    nodes.forEach(function (n, i) {
+      var site = SITES[n.site] ? n.site : "unknown";
+      els.push({ group: "nodes", data: { id: "n" + i, label: n.label, w: n.w || 64, h: nodeH, site: site },
+        position: { x: n.x, y: n.y }, classes: "node site-" + site + (shared[i] ? " shared" : "") });
+    });
+    groups.forEach(function (g, k) {
+      els.push({ group: "nodes", data: { id: "g" + k, label: g.label, w: g.w || 116, h: nodeH, site: g.side },
+        position: { x: g.x, y: g.y }, classes: "group site-" + g.side });
+      g.edges.forEach(function (e, j) {
+        var ends = g.side === "embed" ? ["g" + k, "n" + e[0]] : ["n" + e[0], "g" + k];
+        els.push({ group: "edges", data: { id: "ge" + k + "_" + j, source: ends[0], target: ends[1], aw: Math.abs(e[1]) },
+          classes: "gedge " + (e[1] >= 0 ? "pos" : "neg") });
       });
-      if (vals.length) {
-        var mean = vals.reduce(function (a, b) { return a + b; }, 0) / vals.length;
-        s.appendChild(stitle(sel("line", { x1: x(mean), x2: x(mean), y1: cy - 11, y2: cy + 11, stroke: "#111827", "stroke-width": 2.2 }),
-          k + " mean " + fmt(mean, 4) + " (n " + vals.length + ")"));
+    });
+    links.forEach(function (l, li) {
+      els.push({ group: "edges", data: { id: "e" + li, source: "n" + l[0], target: "n" + l[1], aw: Math.abs(l[2]) },
+        classes: "link " + (l[2] >= 0 ? "pos" : "neg") + " k-" + l[3] });
+    });
+
+    var style = [
+      { selector: "node", style: { "width": "data(w)", "height": "data(h)", "z-index-compare": "manual", "z-index": 3,
+        "label": "data(label)", "font-family": "monospace",
+        "font-size": 11, "text-valign": "center", "text-halign": "center", "color": "#111827",
+        "shape": "round-rectangle", "border-width": 1.5, "min-zoomed-font-size": 7,
+        "text-wrap": "ellipsis", "text-max-width": "data(w)" } },
+      { selector: "node.deco", style: { "events": "no", "z-index": 0, "border-width": 0, "text-valign": "top",
+        "font-family": "system-ui, sans-serif", "font-size": 12, "font-weight": 600, "color": "#475569",
+        "text-margin-y": 22, "shape": "round-rectangle", "min-zoomed-font-size": 5 } },
+      { selector: "node.band-0", style: { "background-color": "#f8fafc" } },
+      { selector: "node.band-1", style: { "background-color": "#f1f5f9" } },
+      { selector: "node.head", style: { "z-index": 1, "background-color": "#fffdf5", "border-width": 1,
+        "border-color": "#e7d9b0", "border-style": "dashed", "font-size": 9.5, "color": "#a16207",
+        "text-margin-y": 13, "text-max-width": 200 } },
+      { selector: "node.coltitle", style: { "background-opacity": 0, "font-size": 10.5, "font-weight": 400,
+        "color": "#94a3b8", "text-margin-y": 0, "text-valign": "center", "text-wrap": "none" } },
+      { selector: "node.group", style: { "border-style": "dashed", "border-width": 1.5, "font-size": 10.5 } },
+      { selector: "node.super", style: { "background-color": "#fef3c7", "border-color": SUPER, "border-width": 3,
+        "border-style": "double", "font-family": "system-ui, sans-serif", "font-weight": 600 } },
+      { selector: "node.in-super", style: { "border-color": SUPER, "border-width": 3, "border-style": "double" } },
+      { selector: "node.shared", style: { "underlay-color": SHARED, "underlay-opacity": 0.35, "underlay-padding": 4,
+        "underlay-shape": "round-rectangle" } },
+      { selector: "edge", style: { "curve-style": "haystack", "haystack-radius": 0, "z-index-compare": "manual",
+        "z-index": 2, "width": "mapData(aw, 0, " + maxW + ", 0.8, 6)", "opacity": 0.55, "line-color": POS } },
+      { selector: "edge.neg", style: { "line-color": NEG } },
+      { selector: "edge.gedge", style: { "line-style": "dashed" } },
+      { selector: "edge.superedge", style: { "line-color": SUPER } },
+      { selector: ".hidden", style: { "display": "none" } },
+      { selector: "node.faded", style: { "opacity": 0.22 } },
+      { selector: "edge.faded", style: { "opacity": 0.05 } },
+      { selector: "edge.lit", style: { "opacity": 0.95 } },
+      { selector: "node:selected", style: { "border-color": "#111827", "border-width": 3.5 } },
+      { selector: "node.match", style: { "underlay-color": "#facc15", "underlay-opacity": 0.6, "underlay-padding": 5 } }
+    ];
+    Object.keys(SITES).forEach(function (s) {
+      style.push({ selector: "node.site-" + s, style: { "background-color": SITES[s][0], "border-color": SITES[s][1] } });
+    });
+    style.push({ selector: "node.site-unknown", style: { "background-color": "#f3f4f6", "border-color": "#9ca3af" } });
+
+    var cy = cytoscape({
+      container: container, elements: els, style: style, layout: { name: "preset" },
+      minZoom: 0.01, maxZoom: 4, boxSelectionEnabled: true, autoungrabify: true,
+      textureOnViewport: big, pixelRatio: big ? 1 : "auto", motionBlur: false
+    });
+    api.cy = cy;
+
+    // ---------------------------------------------------------------- visibility
+    function superOf(i) {
+      for (var k = 0; k < state.supers.length; k++) {
+        if (state.supers[k].members.indexOf(i) >= 0) { return state.supers[k]; }
       }
-    });
-    [lo, 0, hi].forEach(function (v, j) {
-      if (j === 1 && (v === lo || v === hi)) { return; }
-      s.appendChild(sel("text", { x: x(v), y: H - 5, "text-anchor": "middle" }, fmt(v, 3)));
-    });
-    return s;
-  }
-
-  function heatmap(pat) {
-    var toks = pat.tokens;
-    var m = pat.matrix;
-    var off = Math.max(0, toks.length - 96);  // long prompts: keep the last 96 positions
-    toks = toks.slice(off);
-    m = m.slice(off).map(function (row) { return row.slice(off); });
-    var n = toks.length;
-    var cell = Math.max(4, Math.min(18, Math.floor(300 / Math.max(n, 1))));
-    var labels = cell >= 9;
-    var left = labels ? 74 : 6, top = labels ? 64 : 6;
-    var W = left + n * cell + 6, H = top + m.length * cell + 6;
-    var vmax = 0;
-    m.forEach(function (row) { row.forEach(function (v) { vmax = Math.max(vmax, v); }); });
-    if (vmax <= 0) { vmax = 1; }
-    var s = sel("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "attention pattern" });
-    m.forEach(function (row, r) {
-      row.forEach(function (v, c) {
-        var f = Math.max(0, Math.min(1, v / vmax));
-        var rgb = [255 + (30 - 255) * f, 255 + (58 - 255) * f, 255 + (138 - 255) * f].map(Math.round);
-        s.appendChild(stitle(sel("rect", { x: left + c * cell, y: top + r * cell, width: cell - 0.5, height: cell - 0.5,
-          fill: "rgb(" + rgb.join(",") + ")" }),
-          "query " + JSON.stringify(String(toks[r])) + " \u2192 key " + JSON.stringify(String(toks[c])) + ": " + fmt(v, 3)));
-      });
-    });
-    if (labels) {
-      toks.forEach(function (t, k) {
-        s.appendChild(sel("text", { x: left - 4, y: top + k * cell + cell * 0.72, "text-anchor": "end", "class": "tokl" }, shortTok(t, 10)));
-        var cx = left + k * cell + cell * 0.7;
-        s.appendChild(sel("text", { transform: "translate(" + cx + " " + (top - 4) + ") rotate(-60)", "class": "tokl" }, shortTok(t, 10)));
-      });
+      return null;
     }
-    return s;
-  }
-
-  function neighbourList(title, lis, end) {
-    if (!lis.length) { return; }
-    section(title + " (" + lis.length + ")");
-    var sorted = lis.slice().sort(function (a, b) { return Math.abs(links[b][2]) - Math.abs(links[a][2]); });
-    sorted.slice(0, 15).forEach(function (li) {
-      var j = links[li][end];
-      var w = links[li][2];
-      var b = el("button", "nbr");
-      b.type = "button";
-      b.appendChild(el("span", null, nodeName(j)));
-      b.appendChild(el("span", "w " + (w >= 0 ? "pos" : "neg"), signed(w)));
-      b.setAttribute("title", nodes[j].id);
-      b.addEventListener("click", function () { select(j, true); });
-      panel.appendChild(b);
-    });
-    if (sorted.length > 15) { panel.appendChild(el("div", "muted", "\u2026 and " + (sorted.length - 15) + " more")); }
-  }
-
-  // ---------------------------------------------------------------- panels
-  function renderNode(i) {
-    var n = nodes[i];
-    var d = n.details || {};
-    panel.replaceChildren();
-    panel.appendChild(el("div", "node-title", n.token !== null && n.token !== undefined ? shortTok(n.token, 40) : n.label));
-    panel.appendChild(el("div", "node-id", n.id));
-    panel.appendChild(factsTable([
-      ["site", n.site_name],
-      ["layer", n.layer],
-      ["head", n.head],
-      ["index", n.index],
-      ["token", n.token !== null && n.token !== undefined ? JSON.stringify(n.token) : null],
-      ["mask", typeof n.mask === "number" ? fmt(n.mask, 3) : null],
-      ["edges in / out", ins[i].length + " / " + outs[i].length]
-    ]));
-    if (typeof d.ablation_delta === "number") {
-      section("Ablation effect");
-      panel.appendChild(el("div", null, "Task loss " + signed(d.ablation_delta) + " nats when this node alone is ablated" +
-        (typeof data.circuit_loss === "number" ? " (circuit loss " + fmt(data.circuit_loss, 3) + ")" : "") + "."));
-      panel.appendChild(bar(maxDelta > 0 ? Math.abs(d.ablation_delta) / maxDelta : 0, d.ablation_delta >= 0 ? "#f59e0b" : "#64748b"));
+    function nodeShown(i) {
+      var tg = tokenGroups[i];
+      if (!tg) { return true; }
+      return tg.some(function (k) { return state.unfolded[k]; });
     }
-    if (d.class_acts) {
-      var strip = classStrip(d.class_acts);
-      if (strip) {
-        section("Activation on the task's classes");
-        panel.appendChild(strip);
+    function rep(i) {  // the id of what stands for node i on screen, or null
+      var s = superOf(i);
+      if (s && s.collapsed) { return "s" + s.id; }
+      return nodeShown(i) ? "n" + i : null;
+    }
+    function passes(w, kind) {
+      return Math.abs(w) >= state.threshold && (state.residual || kind !== "residual");
+    }
+
+    function refresh() {
+      var superEdges = {};
+      function aggregate(a, b, w) {
+        if (!a || !b || a === b) { return; }
+        var key = a + ">" + b;
+        var e = superEdges[key] || (superEdges[key] = { a: a, b: b, w: 0, n: 0 });
+        e.w += w;
+        e.n += 1;
+      }
+      cy.startBatch();
+      cy.remove(cy.edges(".superedge"));
+      cy.remove(cy.nodes(".super"));
+      nodes.forEach(function (n, i) {
+        var s = superOf(i);
+        var hide = !nodeShown(i) || !!(s && s.collapsed);
+        var e = cy.getElementById("n" + i);
+        e.toggleClass("hidden", hide);
+        e.toggleClass("in-super", !!(s && !s.collapsed));
+      });
+      groups.forEach(function (g, k) {
+        cy.getElementById("g" + k).toggleClass("hidden", !!state.unfolded[k]);
+        g.edges.forEach(function (e, j) {
+          var a = superOf(e[0]);
+          var show = !state.unfolded[k] && passes(e[1], "io") && !(a && a.collapsed);
+          cy.getElementById("ge" + k + "_" + j).toggleClass("hidden", !show);
+          if (!state.unfolded[k] && passes(e[1], "io") && a && a.collapsed) {
+            if (g.side === "embed") { aggregate("g" + k, "s" + a.id, e[1]); } else { aggregate("s" + a.id, "g" + k, e[1]); }
+          }
+        });
+      });
+      state.supers.forEach(function (s) {
+        if (!s.collapsed) { return; }
+        cy.add({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w, h: nodeH, site: "super" },
+          position: { x: s.x, y: s.y }, classes: "super" });
+      });
+      links.forEach(function (l, li) {
+        var k = linkGroup[li];
+        var ok = passes(l[2], l[3]) && (k < 0 || state.unfolded[k]);
+        var a = ok ? rep(l[0]) : null, b = ok ? rep(l[1]) : null;
+        var direct = ok && a === "n" + l[0] && b === "n" + l[1];
+        cy.getElementById("e" + li).toggleClass("hidden", !direct);
+        if (ok && !direct) { aggregate(a, b, l[2]); }
+      });
+      Object.keys(superEdges).forEach(function (key, j) {
+        var e = superEdges[key];
+        cy.add({ group: "edges", data: { id: "se" + j, source: e.a, target: e.b, aw: Math.min(Math.abs(e.w), maxW) },
+          classes: "superedge " + (e.w >= 0 ? "pos" : "neg") });
+      });
+      cy.endBatch();
+      var drawn = cy.edges().filter(function (e) { return !e.hasClass("hidden"); }).length;
+      q("edge-count").textContent = drawn + " of " + links.length + " links drawn";
+      updateFocus();
+    }
+
+    // ---------------------------------------------------------------- selection and focus
+    function selectedIds() {
+      return cy.nodes(":selected").map(function (e) { return e.id(); });
+    }
+    function updateFocus() {
+      var ids = selectedIds();
+      cy.startBatch();
+      cy.elements(".faded").removeClass("faded");
+      cy.elements(".lit").removeClass("lit");
+      if (ids.length) {
+        var up = {}, down = {}, inE = {}, outE = {};
+        cy.edges().forEach(function (e) {
+          if (e.hasClass("hidden")) { return; }
+          var s = e.data("source"), t = e.data("target");
+          (outE[s] = outE[s] || []).push(e);
+          (inE[t] = inE[t] || []).push(e);
+        });
+        var walk = function (start, adj, end, seen) {
+          var stack = start.slice();
+          while (stack.length) {
+            var id = stack.pop();
+            (adj[id] || []).forEach(function (e) {
+              var j = e.data(end);
+              if (!seen[j]) { seen[j] = true; stack.push(j); }
+            });
+          }
+        };
+        ids.forEach(function (id) { up[id] = true; down[id] = true; });
+        walk(ids, inE, "source", up);
+        walk(ids, outE, "target", down);
+        cy.nodes().forEach(function (n) {
+          if (!n.hasClass("deco") && !up[n.id()] && !down[n.id()]) { n.addClass("faded"); }
+        });
+        cy.edges().forEach(function (e) {
+          var s = e.data("source"), t = e.data("target");
+          if ((up[s] && up[t]) || (down[s] && down[t])) { e.addClass("lit"); } else { e.addClass("faded"); }
+        });
+      }
+      cy.endBatch();
+    }
+    var pending = false;
+    cy.on("select unselect", "node", function () {
+      if (pending) { return; }
+      pending = true;
+      setTimeout(function () { pending = false; selectionChanged(); }, 0);
+    });
+    function selectionChanged() {
+      updateFocus();
+      var ids = selectedIds();
+      if (!ids.length) { renderOverview(); setHash(null); return; }
+      if (ids.length > 1) { renderMulti(ids); return; }
+      var id = ids[0];
+      if (id[0] === "n") {
+        var i = Number(id.slice(1));
+        renderNode(i);
+        setHash(nodes[i].id);
+        if (self.onPick) { self.onPick(nodes[i].id); }
+      } else if (id[0] === "g") {
+        renderGroup(Number(id.slice(1)));
+      } else if (id[0] === "s") {
+        renderSuper(findSuper(Number(id.slice(1))));
       }
     }
-    if (d.pattern) {
-      section("Attention pattern" + (n.head !== null && n.head !== undefined ? " (head " + n.head + ")" : ""));
-      panel.appendChild(el("div", "muted", (d.pattern.title ? d.pattern.title + ". " : "") + "Rows: query position; columns: key position."));
-      panel.appendChild(heatmap(d.pattern));
+    function setHash(nid) {
+      if (viewers.length > 1) { return; }
+      try {
+        history.replaceState(null, "", nid ? "#node=" + encodeURIComponent(nid) : "#");
+      } catch (e) { /* some file:// contexts refuse replaceState; the hash is a convenience */ }
     }
-    if (d.snippets && d.snippets.length) {
-      section("Top-activating snippets");
-      var scale = 0;
-      d.snippets.forEach(function (s) {
-        scale = Math.max(scale, Math.abs(s.max || 0));
-        s.acts.forEach(function (a) { scale = Math.max(scale, Math.abs(a)); });
-      });
-      var box = el("div", "snippets");
-      d.snippets.forEach(function (s) { box.appendChild(snippetRow(s, scale)); });
-      panel.appendChild(box);
+    function centre(ele) {
+      if (cy.zoom() < 0.9) { cy.zoom(1); }
+      cy.center(ele);
     }
-    if (!n.details) {
-      panel.appendChild(el("p", "muted", "No activation details were recorded for this node."));
+    function pick(i, centreIt) {
+      // Make node i drawable (unfold a group, expand nothing: a collapsed supernode stands for it).
+      if (!nodeShown(i)) {
+        state.unfolded[tokenGroups[i][0]] = true;
+        refresh();
+      }
+      var id = rep(i);
+      var ele = cy.getElementById(id);
+      cy.nodes(":selected").unselect();
+      ele.select();
+      if (centreIt) { centre(ele); }
     }
-    neighbourList("Inputs", ins[i], 0);
-    neighbourList("Outputs", outs[i], 1);
-  }
+    function pickById(nid) {
+      var i = nodes.findIndex(function (n) { return n.id === nid; });
+      var cur = selectedIds();
+      if (i < 0 || (cur.length === 1 && cur[0] === rep(i))) { return; }
+      var onPick = self.onPick;
+      self.onPick = null;  // no echo back to the viewer that asked
+      pick(i, true);
+      setTimeout(function () { self.onPick = onPick; }, 0);
+    }
 
-  function renderOverview() {
-    panel.replaceChildren();
-    panel.appendChild(el("div", "node-title", data.task || "circuit"));
-    panel.appendChild(el("p", "muted", nodes.length + " nodes, " + links.length + " edges. Click a node for its details."));
-    var ranked = nodes.map(function (n, i) { return i; }).filter(function (i) {
-      return nodes[i].details && typeof nodes[i].details.ablation_delta === "number";
-    }).sort(function (a, b) {
-      return Math.abs(nodes[b].details.ablation_delta) - Math.abs(nodes[a].details.ablation_delta);
+    // ---------------------------------------------------------------- names and search
+    function nodeName(j) {
+      var n = nodes[j];
+      if (n.site === "embed" || n.site === "logit") {
+        return (n.site === "embed" ? "embed " : "logit ") + shortTok(n.token === null || n.token === undefined ? n.label : n.token, 24);
+      }
+      var where = n.layer !== null && n.layer !== undefined ? "L" + n.layer + " " : "";
+      var head = n.head !== null && n.head !== undefined ? " h" + n.head : "";
+      return where + (n.site || "?") + head + " " + n.label;
+    }
+    var searchBox = q("search");
+    var searchInfo = q("search-info");
+    var list = q("names");
+    if (list) {
+      var seen = {};
+      nodes.forEach(function (n, i) {
+        [nodeName(i), n.hook].forEach(function (name) {
+          if (seen[name]) { return; }
+          seen[name] = true;
+          var o = document.createElement("option");
+          o.value = name;
+          list.appendChild(o);
+        });
+      });
+    }
+    function search(text) {
+      var t = String(text || "").trim().toLowerCase();
+      cy.nodes(".match").removeClass("match");
+      if (!t) { searchInfo.textContent = ""; return []; }
+      var exact = [], hook = [], part = [];
+      nodes.forEach(function (n, i) {
+        var name = nodeName(i).toLowerCase(), id = n.id.toLowerCase();
+        if (id === t || name === t) { exact.push(i); } else if (n.hook.toLowerCase() === t) { hook.push(i); } else if (
+          id.indexOf(t) >= 0 || name.indexOf(t) >= 0 ||
+          (n.token !== null && n.token !== undefined && String(n.token).toLowerCase().indexOf(t) >= 0)) { part.push(i); }
+      });
+      var hits = exact.length ? exact : hook.length ? hook : part;
+      state.supers.forEach(function (s) {
+        if (s.name.toLowerCase().indexOf(t) >= 0 && !hits.length) { hits = s.members.slice(); }
+      });
+      if (!hits.length) { searchInfo.textContent = "no match"; return hits; }
+      if (hits.length === 1) {
+        pick(hits[0], true);
+        searchInfo.textContent = "1 match";
+        return hits;
+      }
+      hits.forEach(function (i) { if (!nodeShown(i)) { state.unfolded[tokenGroups[i][0]] = true; } });
+      refresh();
+      cy.nodes(":selected").unselect();
+      var eles = cy.collection();
+      hits.forEach(function (i) { eles = eles.union(cy.getElementById(rep(i))); });
+      eles.addClass("match");
+      eles.select();
+      cy.fit(eles, 60);
+      if (cy.zoom() > 1.5) { cy.zoom(1.5); cy.center(eles); }
+      searchInfo.textContent = hits.length + " matches";
+      return hits;
+    }
+    searchBox.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter") { ev.preventDefault(); search(searchBox.value); }
     });
-    if (ranked.length) {
-      section("Most important nodes (ablation \u0394 loss)");
-      ranked.slice(0, 12).forEach(function (i) {
-        var b = el("button", "nbr");
-        b.type = "button";
-        b.appendChild(el("span", null, nodeName(i)));
-        b.appendChild(el("span", "w", signed(nodes[i].details.ablation_delta)));
-        b.setAttribute("title", nodes[i].id);
-        b.addEventListener("click", function () { select(i, true); });
+    searchBox.addEventListener("change", function () { search(searchBox.value); });
+
+    // ---------------------------------------------------------------- toolbar
+    function fit() {
+      var eles = cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); });
+      cy.fit(eles.length ? eles : cy.nodes(), 24);
+    }
+    var slider = q("weight");
+    var weightValue = q("weight-value");
+    function setThreshold(pct) {
+      var p = Math.max(0, Math.min(100, Number(pct) || 0));
+      state.threshold = p <= 0 || !absSorted.length ? 0 : absSorted[Math.min(absSorted.length - 1, Math.floor(p / 100 * absSorted.length))];
+      weightValue.textContent = state.threshold ? "\u2265 " + fmt(state.threshold, 3) : "all";
+      refresh();
+    }
+    slider.addEventListener("input", function () { setThreshold(slider.value); });
+    var residualBox = q("residual");
+    residualBox.addEventListener("change", function () { state.residual = residualBox.checked; refresh(); });
+    root.querySelector("[data-act='fit']").addEventListener("click", fit);
+    var unfoldBtn = root.querySelector("[data-act='unfold']");
+    if (!groups.length) { unfoldBtn.hidden = true; }
+    unfoldBtn.addEventListener("click", function () {
+      var all = groups.every(function (g, k) { return state.unfolded[k]; });
+      groups.forEach(function (g, k) { state.unfolded[k] = !all; });
+      unfoldBtn.textContent = all ? "Unfold inputs/outputs" : "Fold inputs/outputs";
+      refresh();
+      fit();
+    });
+    root.querySelector("[data-act='group']").addEventListener("click", function () {
+      var ids = selectedIds();
+      if (ids.length) { renderMulti(ids); } else { say("Select nodes first: shift-click them, or shift-drag a box."); }
+    });
+    root.querySelector("[data-act='export']").addEventListener("click", exportAnnotations);
+    var importer = q("import");
+    importer.addEventListener("change", function () {
+      var f = importer.files && importer.files[0];
+      if (!f) { return; }
+      var reader = new FileReader();
+      reader.onload = function () { importAnnotations(String(reader.result)); importer.value = ""; };
+      reader.onerror = function () { say("Could not read " + f.name + "."); };
+      reader.readAsText(f);
+    });
+    container.addEventListener("keydown", function (ev) {
+      var step = 80, handled = true;
+      var mid = { x: container.clientWidth / 2, y: container.clientHeight / 2 };
+      if (ev.key === "ArrowLeft") { cy.panBy({ x: step, y: 0 }); } else if (ev.key === "ArrowRight") { cy.panBy({ x: -step, y: 0 }); } else if (
+        ev.key === "ArrowUp") { cy.panBy({ x: 0, y: step }); } else if (ev.key === "ArrowDown") { cy.panBy({ x: 0, y: -step }); } else if (
+        ev.key === "+" || ev.key === "=") { cy.zoom({ level: cy.zoom() * 1.25, renderedPosition: mid }); } else if (
+        ev.key === "-" || ev.key === "_") { cy.zoom({ level: cy.zoom() / 1.25, renderedPosition: mid }); } else if (
+        ev.key === "f" || ev.key === "0") { fit(); } else { handled = false; }
+      if (handled) { ev.preventDefault(); }
+    });
+    cy.on("tap", function () { container.focus({ preventScroll: true }); });
+    document.addEventListener("keydown", function (ev) {
+      var t = ev.target && ev.target.tagName;
+      if (ev.key === "Escape" && t !== "INPUT" && t !== "TEXTAREA") { cy.nodes(":selected").unselect(); }
+    });
+    var hover = q("hover");
+    cy.on("mouseover", "node.node", function (ev) {
+      var i = Number(ev.target.id().slice(1));
+      var n = nodes[i];
+      hover.textContent = n.id + " \u00b7 " + n.site_name + (n.token !== null && n.token !== undefined ? " \u00b7 " + JSON.stringify(n.token) : "") +
+        " \u00b7 in " + ins[i].length + " / out " + outs[i].length;
+    });
+    cy.on("mouseover", "node.group", function (ev) {
+      var g = groups[Number(ev.target.id().slice(1))];
+      hover.textContent = g.members.length + (g.side === "embed" ? " tokens into " : " answers from ") + g.hook + " (click to list, unfold in the panel)";
+    });
+    cy.on("mouseover", "edge.link", function (ev) {
+      var l = links[Number(ev.target.id().slice(1))];
+      hover.textContent = nodes[l[0]].id + " \u2192 " + nodes[l[1]].id + " \u00b7 " + l[3] + " \u00b7 weight " + signed(l[2]);
+    });
+    cy.on("mouseout", function () { hover.textContent = ""; });
+
+    // ---------------------------------------------------------------- supernodes and annotations
+    function findSuper(id) {
+      return state.supers.filter(function (s) { return s.id === id; })[0] || null;
+    }
+    function placeSuper(s) {
+      // The member nearest the members' centroid gives its slot: its box is free while collapsed.
+      var cx = 0, cy2 = 0;
+      s.members.forEach(function (i) { cx += nodes[i].x; cy2 += nodes[i].y; });
+      cx /= s.members.length;
+      cy2 /= s.members.length;
+      var best = s.members[0], bd = Infinity;
+      s.members.forEach(function (i) {
+        var d = Math.pow(nodes[i].x - cx, 2) + Math.pow(nodes[i].y - cy2, 2);
+        if (d < bd) { bd = d; best = i; }
+      });
+      s.x = nodes[best].x;
+      s.y = nodes[best].y;
+      s.w = nodes[best].w || 64;
+    }
+    function makeSuper(members, name, note, collapsed) {
+      var s = { id: state.nextSuper++, name: String(name || "group").slice(0, 80), note: String(note || ""),
+        members: members, collapsed: collapsed !== false };
+      placeSuper(s);
+      state.supers.push(s);
+      return s;
+    }
+    function annotations() {
+      return { format: FORMAT, version: 1, task: data.task || null,
+        supernodes: state.supers.map(function (s) {
+          return { name: s.name, note: s.note, collapsed: s.collapsed,
+            members: s.members.map(function (i) { return nodes[i].id; }) };
+        }) };
+    }
+    function exportAnnotations() {
+      var text = JSON.stringify(annotations(), null, 2) + "\n";
+      var a = document.createElement("a");
+      a.href = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+      a.download = "annotations.json";
+      document.body.appendChild(a);
+      a.click();
+      setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+      say("Saved annotations.json: put it next to circuit.json and the report shows it next time.");
+    }
+    function loadAnnotations(obj) {
+      // Returns a message; unknown node ids and malformed entries are skipped, never fatal.
+      if (!obj || typeof obj !== "object" || obj.format !== FORMAT || !Array.isArray(obj.supernodes)) {
+        return "Not a sparsecircuits annotations file.";
+      }
+      var index = {};
+      nodes.forEach(function (n, i) { index[n.id] = i; });
+      var taken = {}, skipped = 0, made = 0;
+      state.supers = [];
+      obj.supernodes.forEach(function (s) {
+        if (!s || !Array.isArray(s.members)) { skipped++; return; }
+        var members = [];
+        s.members.forEach(function (id) {
+          var i = index[String(id)];
+          if (i === undefined || taken[i]) { skipped++; } else { taken[i] = true; members.push(i); }
+        });
+        if (members.length) { makeSuper(members, s.name, typeof s.note === "string" ? s.note : "", s.collapsed); made++; }
+      });
+      return "Loaded " + made + " supernode" + (made === 1 ? "" : "s") + (skipped ? " (" + skipped + " unknown or repeated entries skipped)" : "") + ".";
+    }
+    function importAnnotations(text) {
+      var obj = null;
+      try { obj = JSON.parse(text); } catch (e) { say("Not valid JSON."); return; }
+      var msg = loadAnnotations(obj);
+      cy.nodes(":selected").unselect();
+      refresh();
+      say(msg);
+    }
+    if (data.annotations) { state.message = loadAnnotations(data.annotations); }
+
+    // ---------------------------------------------------------------- panel pieces
+    function section(title) { panel.appendChild(el("h3", null, title)); }
+    function say(text) {
+      state.message = text;
+      var m = panel.querySelector(".message");
+      if (m) { m.textContent = text; } else { panel.insertBefore(el("p", "message", text), panel.firstChild); }
+    }
+    function factsTable(rows) {
+      var t = el("table", "facts");
+      rows.forEach(function (r) {
+        if (r[1] === null || r[1] === undefined || r[1] === "") { return; }
+        var tr = el("tr");
+        tr.appendChild(el("td", null, r[0]));
+        tr.appendChild(el("td", null, r[1]));
+        t.appendChild(tr);
+      });
+      return t;
+    }
+    function bar(frac, color) {
+      var b = el("div", "bar");
+      var f = el("div");
+      f.style.width = (Math.max(0, Math.min(1, frac)) * 100).toFixed(1) + "%";
+      f.style.background = color;
+      b.appendChild(f);
+      return b;
+    }
+    function snippetRow(s, scale) {
+      var row = el("div", "snippet");
+      var toks = el("span", "toks");
+      var peak = -1;
+      var best = -Infinity;
+      s.acts.forEach(function (a, k) { if (Math.abs(a) > best) { best = Math.abs(a); peak = k; } });
+      s.tokens.forEach(function (t, k) {
+        var a = s.acts[k] || 0;
+        var span = el("span", k === peak ? "tok peak" : "tok", visible(t));
+        var r = scale > 0 ? a / scale : 0;
+        span.style.background = actColor(r);
+        if (Math.abs(r) > 0.6) { span.style.color = "#fff"; }
+        span.setAttribute("title", JSON.stringify(String(t)) + "  act " + fmt(a, 4));
+        toks.appendChild(span);
+      });
+      row.appendChild(toks);
+      row.appendChild(el("span", "smax", fmt(s.max, 3)));
+      return row;
+    }
+    function classStrip(classes) {
+      var keys = Object.keys(classes);
+      var all = [];
+      keys.forEach(function (k) { all = all.concat(classes[k]); });
+      if (!all.length) { return null; }
+      var lo = all.reduce(function (a, b) { return Math.min(a, b); }, 0);
+      var hi = all.reduce(function (a, b) { return Math.max(a, b); }, 0);
+      if (hi - lo < 1e-12) { lo -= 1; hi += 1; }
+      var W = 360, left = 52, right = 12, top = 6, rowH = 30, H = top + keys.length * rowH + 20;
+      var x = function (v) { return left + (v - lo) / (hi - lo) * (W - left - right); };
+      var colors = ["#0d9488", "#d97706", "#7c3aed", "#db2777"];
+      var s = sel("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "class activations" });
+      s.appendChild(sel("line", { x1: x(0), x2: x(0), y1: top, y2: H - 18, stroke: "#9ca3af", "stroke-dasharray": "3 2" }));
+      keys.forEach(function (k, r) {
+        var cyy = top + r * rowH + rowH / 2;
+        var col = colors[r % colors.length];
+        var vals = classes[k];
+        s.appendChild(sel("line", { x1: left, x2: W - right, y1: cyy, y2: cyy, stroke: "#f1f5f9" }));
+        s.appendChild(sel("text", { x: left - 6, y: cyy + 3.5, "text-anchor": "end", "class": "tokl" }, shortTok(k, 8)));
+        vals.forEach(function (v, j) {
+          var jitter = (((j * 7919) % 13) - 6) * 1.5;
+          s.appendChild(stitle(sel("circle", { cx: x(v).toFixed(1), cy: (cyy + jitter).toFixed(1), r: 2.6, fill: col, "fill-opacity": 0.5 }),
+            k + ": " + fmt(v, 4)));
+        });
+        if (vals.length) {
+          var mean = vals.reduce(function (a, b) { return a + b; }, 0) / vals.length;
+          s.appendChild(stitle(sel("line", { x1: x(mean), x2: x(mean), y1: cyy - 11, y2: cyy + 11, stroke: "#111827", "stroke-width": 2.2 }),
+            k + " mean " + fmt(mean, 4) + " (n " + vals.length + ")"));
+        }
+      });
+      [lo, 0, hi].forEach(function (v, j) {
+        if (j === 1 && (v === lo || v === hi)) { return; }
+        s.appendChild(sel("text", { x: x(v), y: H - 5, "text-anchor": "middle" }, fmt(v, 3)));
+      });
+      return s;
+    }
+    function heatmap(pat) {
+      var toks = pat.tokens;
+      var m = pat.matrix;
+      var off = Math.max(0, toks.length - 96);  // long prompts: keep the last 96 positions
+      toks = toks.slice(off);
+      m = m.slice(off).map(function (row) { return row.slice(off); });
+      var n = toks.length;
+      var cell = Math.max(4, Math.min(18, Math.floor(300 / Math.max(n, 1))));
+      var labels = cell >= 9;
+      var left = labels ? 74 : 6, top = labels ? 64 : 6;
+      var W = left + n * cell + 6, H = top + m.length * cell + 6;
+      var vmax = 0;
+      m.forEach(function (row) { row.forEach(function (v) { vmax = Math.max(vmax, v); }); });
+      if (vmax <= 0) { vmax = 1; }
+      var s = sel("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": "attention pattern" });
+      m.forEach(function (row, r) {
+        row.forEach(function (v, c) {
+          var f = Math.max(0, Math.min(1, v / vmax));
+          var rgb = [255 + (30 - 255) * f, 255 + (58 - 255) * f, 255 + (138 - 255) * f].map(Math.round);
+          s.appendChild(stitle(sel("rect", { x: left + c * cell, y: top + r * cell, width: cell - 0.5, height: cell - 0.5,
+            fill: "rgb(" + rgb.join(",") + ")" }),
+            "query " + JSON.stringify(String(toks[r])) + " \u2192 key " + JSON.stringify(String(toks[c])) + ": " + fmt(v, 3)));
+        });
+      });
+      if (labels) {
+        toks.forEach(function (t, k) {
+          s.appendChild(sel("text", { x: left - 4, y: top + k * cell + cell * 0.72, "text-anchor": "end", "class": "tokl" }, shortTok(t, 10)));
+          var cx = left + k * cell + cell * 0.7;
+          s.appendChild(sel("text", { transform: "translate(" + cx + " " + (top - 4) + ") rotate(-60)", "class": "tokl" }, shortTok(t, 10)));
+        });
+      }
+      return s;
+    }
+    function nodeButton(i, value, cls) {
+      var b = button("", nodes[i].id, function () { pick(i, true); }, "nbr");
+      b.appendChild(el("span", null, nodeName(i)));
+      if (value !== null && value !== undefined) { b.appendChild(el("span", cls || "w", value)); }
+      return b;
+    }
+    function neighbourList(title, lis, end) {
+      if (!lis.length) { return; }
+      section(title + " (" + lis.length + ")");
+      var sorted = lis.slice().sort(function (a, b) { return Math.abs(links[b][2]) - Math.abs(links[a][2]); });
+      sorted.slice(0, 15).forEach(function (li) {
+        var w = links[li][2];
+        panel.appendChild(nodeButton(links[li][end], signed(w), "w " + (w >= 0 ? "pos" : "neg")));
+      });
+      if (sorted.length > 15) { panel.appendChild(el("div", "muted", "\u2026 and " + (sorted.length - 15) + " more")); }
+    }
+    function start(title, sub) {
+      panel.replaceChildren();
+      if (state.message) { panel.appendChild(el("p", "message", state.message)); }
+      panel.appendChild(el("div", "node-title", title));
+      if (sub) { panel.appendChild(el("div", "node-id", sub)); }
+    }
+
+    // ---------------------------------------------------------------- panels
+    function renderNode(i) {
+      var n = nodes[i];
+      var d = n.details || {};
+      start(n.token !== null && n.token !== undefined ? shortTok(n.token, 40) : n.label, n.id);
+      panel.appendChild(factsTable([
+        ["site", n.site_name],
+        ["layer", n.layer],
+        ["head", n.head],
+        ["index", n.index],
+        ["token", n.token !== null && n.token !== undefined ? JSON.stringify(n.token) : null],
+        ["mask", typeof n.mask === "number" ? fmt(n.mask, 3) : null],
+        ["links in / out", ins[i].length + " / " + outs[i].length],
+        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null]
+      ]));
+      var s = superOf(i);
+      if (s) {
+        var p = el("p", "muted", "In supernode \u201c" + s.name + "\u201d. ");
+        p.appendChild(button("Collapse", "draw the supernode instead of its members", function () {
+          s.collapsed = true; refresh(); cy.getElementById("s" + s.id).select();
+        }, "link-btn"));
+        panel.appendChild(p);
+      }
+      if (typeof d.ablation_delta === "number") {
+        section("Ablation effect");
+        panel.appendChild(el("div", null, "Task loss " + signed(d.ablation_delta) + " nats when this node alone is ablated" +
+          (typeof data.circuit_loss === "number" ? " (circuit loss " + fmt(data.circuit_loss, 3) + ")" : "") + "."));
+        panel.appendChild(bar(maxDelta > 0 ? Math.abs(d.ablation_delta) / maxDelta : 0, d.ablation_delta >= 0 ? "#f59e0b" : "#64748b"));
+      }
+      if (d.class_acts) {
+        var strip = classStrip(d.class_acts);
+        if (strip) {
+          section("Activation on the task's classes");
+          panel.appendChild(strip);
+        }
+      }
+      if (d.pattern) {
+        section("Attention pattern" + (n.head !== null && n.head !== undefined ? " (head " + n.head + ")" : ""));
+        panel.appendChild(el("div", "muted", (d.pattern.title ? d.pattern.title + ". " : "") + "Rows: query position; columns: key position."));
+        panel.appendChild(heatmap(d.pattern));
+      }
+      if (d.snippets && d.snippets.length) {
+        section("Top-activating snippets");
+        var scale = 0;
+        d.snippets.forEach(function (sn) {
+          scale = Math.max(scale, Math.abs(sn.max || 0));
+          sn.acts.forEach(function (a) { scale = Math.max(scale, Math.abs(a)); });
+        });
+        var box = el("div", "snippets");
+        d.snippets.forEach(function (sn) { box.appendChild(snippetRow(sn, scale)); });
+        panel.appendChild(box);
+      }
+      if (!n.details) {
+        panel.appendChild(el("p", "muted", "No activation details were recorded for this node."));
+      }
+      neighbourList("Inputs", ins[i], 0);
+      neighbourList("Outputs", outs[i], 1);
+    }
+
+    function renderGroup(k) {
+      var g = groups[k];
+      var embed = g.side === "embed";
+      start(g.members.length + (embed ? " tokens into " : " answers from ") + g.hook, g.id);
+      panel.appendChild(el("p", "muted", (embed ? "Token embeddings read by " : "Answer logits written by ") + g.edges.length +
+        " node" + (g.edges.length === 1 ? "" : "s") + " of this site, folded into one node; the edge shows each node's strongest link."));
+      panel.appendChild(button("Unfold these " + g.members.length, "draw each token and its links", function () {
+        state.unfolded[k] = true; cy.nodes(":selected").unselect(); refresh(); fit();
+      }, "act"));
+      section("Tokens by |weight| (" + g.links.length + " links)");
+      g.links.slice(0, 40).forEach(function (li) {
+        var l = links[li];
+        var tok = embed ? l[0] : l[1];
+        var b = nodeButton(tok, signed(l[2]), "w " + (l[2] >= 0 ? "pos" : "neg"));
+        b.firstChild.textContent = shortTok(nodes[tok].token === null ? nodes[tok].label : nodes[tok].token, 14) +
+          (embed ? " \u2192 " : " \u2190 ") + nodeName(embed ? l[1] : l[0]);
         panel.appendChild(b);
       });
+      if (g.links.length > 40) { panel.appendChild(el("div", "muted", "\u2026 and " + (g.links.length - 40) + " more")); }
     }
-  }
 
-  // ---------------------------------------------------------------- events
-  function nodeIndex(target) {
-    var g = target && target.closest ? target.closest("g.node") : null;
-    return g ? Number(g.getAttribute("data-i")) : -1;
-  }
-  if (svg) {
-    svg.addEventListener("click", function (ev) {
-      var i = nodeIndex(ev.target);
-      select(i >= 0 && i !== selected ? i : -1);
-    });
-    svg.addEventListener("keydown", function (ev) {
-      var i = nodeIndex(ev.target);
-      if (i >= 0 && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); select(i); }
-    });
-    svg.addEventListener("mouseover", function (ev) {
-      var i = nodeIndex(ev.target);
-      if (i >= 0) { highlight(i); }
-    });
-    svg.addEventListener("mouseout", function (ev) {
-      if (nodeIndex(ev.target) >= 0 && nodeIndex(ev.relatedTarget) < 0) { highlight(selected); }
-    });
-  }
-  document.addEventListener("keydown", function (ev) {
-    if (ev.key === "Escape") { select(-1); }
-  });
+    function renderSuper(s) {
+      if (!s) { renderOverview(); return; }
+      start(s.name, "supernode of " + s.members.length + " nodes");
+      var name = el("input");
+      name.value = s.name;
+      name.setAttribute("aria-label", "supernode name");
+      name.addEventListener("change", function () {
+        s.name = name.value.slice(0, 80) || s.name;
+        cy.getElementById("s" + s.id).data("label", s.name);
+        panel.querySelector(".node-title").textContent = s.name;
+      });
+      var note = el("textarea");
+      note.value = s.note;
+      note.rows = 4;
+      note.setAttribute("aria-label", "note");
+      note.addEventListener("input", function () { s.note = note.value; });
+      panel.appendChild(factsTable([]));
+      var form = el("div", "super-form");
+      form.appendChild(el("label", null, "name"));
+      form.appendChild(name);
+      form.appendChild(el("label", null, "note"));
+      form.appendChild(note);
+      panel.appendChild(form);
+      var row = el("div", "btn-row");
+      row.appendChild(button("Expand", "draw the members instead of the supernode", function () {
+        s.collapsed = false; refresh(); renderSuper(s);
+      }, "act"));
+      row.appendChild(button("Ungroup", "remove this supernode", function () {
+        state.supers = state.supers.filter(function (o) { return o !== s; }); refresh(); renderOverview();
+      }, "act"));
+      panel.appendChild(row);
+      section("Members");
+      s.members.forEach(function (i) {
+        panel.appendChild(nodeButton(i, null));
+      });
+    }
 
-  var start = -1;
-  var m = /^#node=(.*)$/.exec(location.hash || "");
-  if (m) {
-    var wanted = null;
-    try { wanted = decodeURIComponent(m[1]); } catch (e) { wanted = null; }
-    nodes.forEach(function (n, i) { if (n.id === wanted) { start = i; } });
+    function renderMulti(ids) {
+      var members = [], busy = [];
+      ids.forEach(function (id) {
+        if (id[0] !== "n") { return; }
+        var i = Number(id.slice(1));
+        if (superOf(i)) { busy.push(i); } else { members.push(i); }
+      });
+      start(ids.length + " selected", "shift-click or shift-drag to change the selection");
+      if (busy.length) { panel.appendChild(el("p", "muted", busy.length + " of them already belong to a supernode and are left out.")); }
+      if (members.length) {
+        section("Group into a supernode");
+        var form = el("div", "super-form");
+        var name = el("input");
+        name.value = "group " + state.nextSuper;
+        name.setAttribute("aria-label", "supernode name");
+        var note = el("textarea");
+        note.rows = 3;
+        note.placeholder = "what these nodes do together";
+        note.setAttribute("aria-label", "note");
+        form.appendChild(el("label", null, "name"));
+        form.appendChild(name);
+        form.appendChild(el("label", null, "note"));
+        form.appendChild(note);
+        panel.appendChild(form);
+        panel.appendChild(button("Group " + members.length + " node" + (members.length === 1 ? "" : "s"), null, function () {
+          var s = makeSuper(members, name.value || ("group " + state.nextSuper), note.value, true);
+          cy.nodes(":selected").unselect();
+          refresh();
+          cy.getElementById("s" + s.id).select();
+        }, "act group-btn"));
+      }
+      section("Selected");
+      ids.forEach(function (id) { if (id[0] === "n") { panel.appendChild(nodeButton(Number(id.slice(1)), null)); } });
+    }
+
+    function renderOverview() {
+      start(data.task || "circuit", null);
+      panel.appendChild(el("p", "muted", nodes.length + " nodes, " + links.length + " links. Click a node for its details; " +
+        "shift-click or shift-drag to select several and group them."));
+      if (state.supers.length) {
+        section("Supernodes");
+        state.supers.forEach(function (s) {
+          var b = button("", s.note || s.name, function () {
+            if (!s.collapsed) { s.collapsed = true; refresh(); }
+            var e = cy.getElementById("s" + s.id);
+            cy.nodes(":selected").unselect();
+            e.select();
+            centre(e);
+          }, "nbr");
+          b.appendChild(el("span", null, s.name));
+          b.appendChild(el("span", "w", s.members.length + " nodes"));
+          panel.appendChild(b);
+        });
+      }
+      var ranked = nodes.map(function (n, i) { return i; }).filter(function (i) {
+        return nodes[i].details && typeof nodes[i].details.ablation_delta === "number";
+      }).sort(function (a, b) {
+        return Math.abs(nodes[b].details.ablation_delta) - Math.abs(nodes[a].details.ablation_delta);
+      });
+      if (ranked.length) {
+        section("Most important nodes (ablation \u0394 loss)");
+        ranked.slice(0, 12).forEach(function (i) {
+          panel.appendChild(nodeButton(i, signed(nodes[i].details.ablation_delta)));
+        });
+      }
+    }
+
+    // ---------------------------------------------------------------- legend, start, test hooks
+    var legend = q("legend");
+    if (legend) {
+      Object.keys(SITES).forEach(function (s) {
+        var item = el("span", "lg");
+        var sw = el("span", "sw");
+        sw.style.background = SITES[s][0];
+        sw.style.borderColor = SITES[s][1];
+        item.appendChild(sw);
+        item.appendChild(document.createTextNode(SITES[s][2]));
+        legend.appendChild(item);
+      });
+      [["ln pos", "positive weight"], ["ln neg", "negative weight"]].forEach(function (p) {
+        var item = el("span", "lg");
+        item.appendChild(el("span", p[0]));
+        item.appendChild(document.createTextNode(p[1]));
+        legend.appendChild(item);
+      });
+      legend.appendChild(el("span", "lg muted", "width \u221d |weight|; dashed: folded inputs/outputs"));
+    }
+
+    setThreshold(0);
+    // A wide, short circuit gets a pane of its own shape instead of a tall empty one.
+    var shown = cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); });
+    if (shown.length) {
+      var bb = shown.boundingBox();
+      var want = container.clientWidth * (bb.h + 80) / Math.max(bb.w + 48, 1);
+      if (want < container.clientHeight) {
+        container.style.height = Math.max(320, Math.round(want)) + "px";
+        cy.resize();
+      }
+    }
+    fit();
+    var startNode = -1;
+    var m = /^#node=(.*)$/.exec(location.hash || "");
+    if (m && viewers.length === 0) {
+      var wanted = null;
+      try { wanted = decodeURIComponent(m[1]); } catch (e) { wanted = null; }
+      nodes.forEach(function (n, i) { if (n.id === wanted) { startNode = i; } });
+    }
+    if (startNode >= 0) { pick(startNode, true); } else { renderOverview(); }
+
+    api.fit = fit;
+    api.search = search;
+    api.setThreshold = function (p) { slider.value = String(p); setThreshold(p); };
+    api.drawnEdges = function () { return cy.edges().filter(function (e) { return !e.hasClass("hidden"); }).length; };
+    api.annotations = annotations;
+    api.boxes = function () {
+      // Rendered boxes (container pixels) of every drawn node: circuit nodes, groups, supernodes.
+      return cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); }).map(function (n) {
+        var b = n.renderedBoundingBox({ includeLabels: false, includeOverlays: false, includeUnderlays: false });
+        return { id: n.id(), x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2 };
+      });
+    };
+    api.size = function () { return { width: container.clientWidth, height: container.clientHeight }; };
+    api.selected = selectedIds;
+    api.nodeId = function (cyId) { return cyId[0] === "n" ? nodes[Number(cyId.slice(1))].id : cyId; };
+    api.cyId = function (nid) {  // what stands for circuit node ``nid`` on screen now, or null
+      var i = nodes.findIndex(function (n) { return n.id === nid; });
+      return i < 0 ? null : rep(i);
+    };
+    api.point = function (cyId) {  // page coordinates of an element's centre, for a real click
+      var p = cy.getElementById(cyId).renderedPosition();
+      var r = container.getBoundingClientRect();
+      return { x: r.left + p.x, y: r.top + p.y };
+    };
+    return self;
   }
-  if (start >= 0) { select(start); } else { renderOverview(); }
 }());
