@@ -131,18 +131,18 @@ class DataConfig:
 
     data_dir: str = ""
     vocab_size: int = 2048
-
-    def validate(self) -> None:
-        if self.vocab_size < 300:
     # bytes of generated simple Python (data/simple_python.py) added to the default data's
     # train split; 0 = the standard library alone. Ignored when data_dir is set.
     simple_bytes: int = 0
+
+    def validate(self) -> None:
+        if self.vocab_size < 300:
             raise UserError(f"data.vocab_size must be >= 300, got {self.vocab_size}")
+        if self.simple_bytes < 0:
+            raise UserError(f"data.simple_bytes must be >= 0, got {self.simple_bytes}")
 
 
 @dataclass
-        if self.simple_bytes < 0:
-            raise UserError(f"data.simple_bytes must be >= 0, got {self.simple_bytes}")
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
