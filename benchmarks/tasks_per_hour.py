@@ -66,7 +66,8 @@ def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: in
     learned = sorted(t for t, a in acc.items() if a >= MIN_ACCURACY)
     return {"preset": preset, "seed": seed, "density": run.config.train.density, "run": str(out),
             "training_minutes_wall": round(timing["wall_s"] / 60, 2),
-            "training_minutes_cpu": round(timing["cpu_s"] / 60, 2), "threads": timing["threads"],
+            "training_minutes_cpu": None if timing.get("cpu_s") is None else round(timing["cpu_s"] / 60, 2),
+            "threads": timing["threads"],
             "tokens": run.config.train.steps * run.config.train.batch_size * run.config.seq_len,
             "val_loss": val[-1] if val else None, "n_learned": len(learned), "learned": learned,
             "accuracy": acc, "data_dir": run.config.data.data_dir}
@@ -82,12 +83,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="held-out pairs per task (default 200)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
     ap.add_argument("--leak-items", type=int, default=200, help="held-out pairs per task in the leak check")
+    ap.add_argument("--no-leak-check", action="store_true", help="skip the leak check (run it once per data dir)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results, leaks = [], {}
     for preset in args.presets:
         data = str(resolve_data(build_config(preset, sets=args.set)))
-        if data not in leaks:
+        if data not in leaks and not args.no_leak_check:
             leaks[data] = find_leaks(data, TASKS, n_items=args.leak_items).to_json()
             leaks[data].pop("leaks") if not leaks[data]["n_leaks"] else None
         for seed in args.seeds:

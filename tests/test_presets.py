@@ -20,9 +20,11 @@ def test_cpu_small_is_the_demo_model_of_the_readme():
     # density 1/16 on every matrix and embedding; AbsTopK 1/4 at all eight sites
     assert t.density == 1 / 16 and t.sparsify_embeddings and t.sparsify_biases
     assert m.afrac == 0.25 and sorted(m.afrac_sites) == sorted(ACTIVATION_SITES) and len(ACTIVATION_SITES) == 8
-    # 2000 steps of 16 x 128 tokens (4.1M tokens), lr 0.1
-    assert (t.steps, t.batch_size, t.lr) == (2000, 16, 0.1)
-    assert t.steps * t.batch_size * m.block_size == 4_096_000
+    # 2000 steps of 32 windows of 64 tokens (4.1M tokens), lr 0.1, the model's context 128
+    assert (t.steps, t.batch_size, t.seq_len, t.lr) == (2000, 32, 64, 0.1)
+    assert t.steps * t.batch_size * cfg.seq_len == 4_096_000
+    # the standard library plus 50 MB of generated simple Python
+    assert cfg.data.simple_bytes == 50_000_000 and not cfg.data.data_dir
     assert t.sharkfin and t.grad_clip_rms == 1.0 and t.warmup_frac == 0.01
     assert not m.pos_emb and m.attn_sink and not m.tied_unembed
 
