@@ -1,0 +1,91 @@
+"""Hybrid forwards and the loss terms, on hand-built tiny models."""
+from __future__ import annotations
+
+import torch
+
+from sparsecircuits.bridges.model import BridgeSpec, Bridges, bridge_terms, kl_from, location_names, nmse
+
+from bridge_fixtures import tiny_gpt, tokens, twin_pair
+
+
+def test_locations_are_every_sublayer_input_in_order():
+    assert location_names(2) == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid",
+                                 "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid"]
+
+
+def test_identity_bridges_every_hybrid_path_reproduces_the_logits_exactly():
+    dense, sparse, bridges = twin_pair()
+    x = tokens()
+    want = dense(x)
+    for i, name in enumerate(bridges.locations):
+        br = bridges.bridges[i]
+        _, cache = dense.run_with_cache(x, names_filter=name)
+        enc = br.encode(cache[name])
+        dec = br.decode(cache[name])
+        assert torch.equal(enc, cache[name]) and torch.equal(dec, cache[name])
+        assert torch.equal(sparse.run_with_hooks(x, [(name, lambda a, h: enc)]), want), name
+        assert torch.equal(dense.run_with_hooks(x, [(name, lambda a, h: dec)]), want), name
+
+
+def test_terms_are_zero_for_exact_bridges():
+    dense, sparse, bridges = twin_pair()
+    terms = bridge_terms(dense, sparse, bridges, tokens())
+    assert len(terms.nmse_encoder) == len(terms.kl_sparse_to_dense) == 4
+    for v in terms.nmse_encoder + terms.nmse_decoder + terms.kl_dense_to_sparse + terms.kl_sparse_to_dense:
+        assert v.item() == 0.0
+    assert terms.bridge_loss(bridges.spec).item() == 0.0
+
+
+def test_terms_are_positive_for_another_model_or_a_perturbed_bridge():
+    dense, sparse, bridges = twin_pair()
+    with torch.no_grad():
+        bridges.bridges[2].decoder.weight.mul_(0.5)  # only location 2's decoder is off
+    terms = bridge_terms(dense, sparse, bridges, tokens())
+    assert terms.nmse_decoder[2].item() > 0 and terms.kl_sparse_to_dense[2].item() > 0
+    assert [t.item() for t in terms.nmse_encoder] == [0.0] * 4
+    assert [t.item() for t in terms.kl_dense_to_sparse] == [0.0] * 4
+    assert [terms.nmse_decoder[i].item() for i in (0, 1, 3)] == [0.0] * 3
+
+    other = tiny_gpt(seed=5)
+    terms = bridge_terms(dense, other, Bridges.identity(2, 16), tokens())
+    for v in terms.nmse_encoder + terms.nmse_decoder + terms.kl_dense_to_sparse + terms.kl_sparse_to_dense:
+        assert v.item() > 0
+
+
+def test_nmse_and_kl_by_hand():
+    t = torch.tensor([[3.0, 4.0]])
+    assert nmse(torch.zeros_like(t), t).item() == 1.0
+    assert abs(nmse(t * 1.5, t).item() - 0.25) < 1e-7
+    a, b = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    p = torch.softmax(b, -1)
+    want = (0.5 * torch.log(0.5 / p)).sum()
+    assert abs(kl_from(a, b).item() - want.item()) < 1e-6
+    assert kl_from(b, b).item() == 0.0
+
+
+def test_encoder_abstopk_keeps_k_entries():
+    b = Bridges(BridgeSpec(n_layer=1, d_dense=8, d_sparse=12, encoder_k=3))
+    out = b.bridges[0].encode(torch.randn(5, 8))
+    assert ((out != 0).sum(-1) == 3).all()
+
+
+def test_gradients_reach_bridges_and_sparse_weights_not_the_dense_model():
+    dense = tiny_gpt(seed=0)
+    for p in dense.parameters():
+        p.requires_grad_(False)
+    sparse = tiny_gpt(seed=1, d_model=24)
+    bridges = Bridges(BridgeSpec(2, 16, 24, 6))
+    terms = bridge_terms(dense, sparse, bridges, tokens())
+    terms.bridge_loss(bridges.spec).backward()
+    assert all(p.grad is None for p in dense.parameters())
+    for name, p in bridges.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert sparse.blocks[1].attn.c_attn.weight.grad.abs().sum() > 0
+    assert sparse.wte.weight.grad.abs().sum() > 0
+    # the KL terms alone reach the decoders through the frozen dense model
+    for p in list(bridges.parameters()) + list(sparse.parameters()):
+        p.grad = None
+    terms = bridge_terms(dense, sparse, bridges, tokens())
+    sum(terms.kl_sparse_to_dense).backward()
+    assert bridges.bridges[3].decoder.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in dense.parameters())
