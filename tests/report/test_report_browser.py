@@ -18,12 +18,16 @@ from sparsecircuits.report.server import make_server
 pytestmark = pytest.mark.slow
 
 
-def click_node(page, node_id: str, viewer: int = 0, **kw) -> None:
-    """A real mouse click on the node drawn for circuit node ``node_id``."""
+def click_node(page, node_id: str, viewer: int = 0, shift: bool = False) -> None:
+    """A real mouse click (with shift: adding to the selection) on circuit node ``node_id``."""
     cy_id = page.evaluate("([v, id]) => window.circuitViewers[v].cyId(id)", [viewer, node_id])
     assert cy_id, node_id
     pt = page.evaluate("([v, id]) => window.circuitViewers[v].point(id)", [viewer, cy_id])
-    page.mouse.click(pt["x"], pt["y"], **kw)
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.click(pt["x"], pt["y"])
+    if shift:
+        page.keyboard.up("Shift")
 
 
 def selected(page, viewer: int = 0) -> list[str]:
