@@ -148,20 +148,20 @@ def test_node_floor_that_does_not_fit_is_an_error_not_a_lower_floor():
 
 def test_node_floor_needs_2d_and_an_axis():
     with pytest.raises(ValueError):
-        topk_mask(torch.randn(10), 3, min_per_node=1)
+        topk_mask(torch.randn(10, generator=torch.Generator().manual_seed(0)), 3, min_per_node=1)
     with pytest.raises(ValueError):
-        topk_mask(torch.randn(3, 3), 3, min_per_node=1, node_axis=2)
+        topk_mask(torch.randn(3, 3, generator=torch.Generator().manual_seed(0)), 3, min_per_node=1, node_axis=2)
 
 
 def test_topk_mask_rejects_bad_k():
     with pytest.raises(ValueError):
-        topk_mask(torch.randn(5), 6)
+        topk_mask(torch.randn(5, generator=torch.Generator().manual_seed(0)), 6)
     with pytest.raises(ValueError):
-        topk_mask(torch.randn(5), -1)
+        topk_mask(torch.randn(5, generator=torch.Generator().manual_seed(0)), -1)
 
 
 def test_full_k_is_a_noop():
-    w = torch.randn(6, 7)
+    w = torch.randn(6, 7, generator=torch.Generator().manual_seed(0))
     w[0, 0] = 0.0
     before = w.clone()
     mask = project_(w, w.numel())
@@ -180,7 +180,7 @@ def test_zeroed_weight_can_come_back():
 
 
 def test_project_on_parameter_without_grad_error():
-    p = torch.nn.Parameter(torch.randn(20, 30))
+    p = torch.nn.Parameter(torch.randn(20, 30, generator=torch.Generator().manual_seed(0)))
     project_(p, 50)  # in place on a leaf that requires grad: must not raise
     assert int(torch.count_nonzero(p)) == 50
     assert p.requires_grad
@@ -288,12 +288,12 @@ class _Tiny(torch.nn.Module):
         b.ln_1 = torch.nn.LayerNorm(16)
         b.attn = torch.nn.Module()
         b.attn.c_attn = torch.nn.Linear(16, 48)
-        b.attn.sink_logit = torch.nn.Parameter(torch.randn(4))
+        b.attn.sink_logit = torch.nn.Parameter(torch.randn(4, generator=torch.Generator().manual_seed(0)))
         b.mlp = torch.nn.Module()
         b.mlp.c_fc = torch.nn.Linear(16, 64, bias=False)
         b.mlp.c_proj = torch.nn.Linear(64, 16, bias=False)
         self.lm_head = torch.nn.Linear(16, 50, bias=False)
-        self.bigram_table = torch.nn.Parameter(torch.randn(50, 50))
+        self.bigram_table = torch.nn.Parameter(torch.randn(50, 50, generator=torch.Generator().manual_seed(0)))
 
 
 SPARSE = [
@@ -424,7 +424,7 @@ def test_sparsifier_with_training_updates_keeps_exact_counts():
 
 
 def test_sparsifier_validates_schedule_args():
-    p = [("w", torch.nn.Parameter(torch.randn(3, 3)))]
+    p = [("w", torch.nn.Parameter(torch.randn(3, 3, generator=torch.Generator().manual_seed(0))))]
     with pytest.raises(ValueError):
         WeightSparsifier(p, target_density=0.0, total_steps=10)
     with pytest.raises(ValueError):
