@@ -63,13 +63,17 @@ def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: in
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     val = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
     acc = {r["task"]: round(r["accuracy"], 4) for r in rows}
+    # per-token losses of different tokenizers are not comparable; per byte of val text they are
+    meta = json.loads((Path(run.config.data.data_dir) / "meta.json").read_text())
+    per_byte = None if not val else val[-1] * meta["val_tokens"] / meta["val_bytes"]
     learned = sorted(t for t, a in acc.items() if a >= MIN_ACCURACY)
     return {"preset": preset, "seed": seed, "density": run.config.train.density, "run": str(out),
             "training_minutes_wall": round(timing["wall_s"] / 60, 2),
             "training_minutes_cpu": None if timing.get("cpu_s") is None else round(timing["cpu_s"] / 60, 2),
             "threads": timing["threads"],
             "tokens": run.config.train.steps * run.config.train.batch_size * run.config.seq_len,
-            "val_loss": val[-1] if val else None, "n_learned": len(learned), "learned": learned,
+            "val_loss": val[-1] if val else None, "val_nats_per_byte": per_byte,
+            "n_learned": len(learned), "learned": learned,
             "accuracy": acc, "data_dir": run.config.data.data_dir}
 
 
