@@ -48,6 +48,7 @@ class BridgeSpec:
     encoder_k: int  # AbsTopK of the encoder output; d_sparse = off
     nmse_coef: float = 1.0
     kl_coef: float = 1.0
+    lr_scale: float = 1.0  # the bridges' learning rate relative to the sparse model's
 
 
 class Bridge(nn.Module):
@@ -58,6 +59,12 @@ class Bridge(nn.Module):
         self.encoder = nn.Linear(d_dense, d_sparse)
         self.decoder = nn.Linear(d_sparse, d_dense)
         self.k = k
+        # norm-preserving init and no bias: nn.Linear's default bias (up to 1/sqrt(d) per entry)
+        # dwarfs a freshly initialised residual stream (embeddings of std 0.02), so the
+        # NMSE would start far above 1 and its large gradients crowd out the other terms
+        for lin, d_in in ((self.encoder, d_dense), (self.decoder, d_sparse)):
+            nn.init.normal_(lin.weight, 0.0, d_in ** -0.5)
+            nn.init.zeros_(lin.bias)
 
     def encode(self, h_dense: torch.Tensor) -> torch.Tensor:
         return abstopk(self.encoder(h_dense), self.k)  # (..., d_sparse)
@@ -124,9 +131,8 @@ class BridgeTerms:
                 + spec.kl_coef * (sum(self.kl_dense_to_sparse) + sum(self.kl_sparse_to_dense)))
 
     def summary(self) -> dict[str, float]:
-        return {"nmse_encoder": float(sum(self.nmse_encoder)), "nmse_decoder": float(sum(self.nmse_decoder)),
-                "kl_dense_to_sparse": float(sum(self.kl_dense_to_sparse)),
-                "kl_sparse_to_dense": float(sum(self.kl_sparse_to_dense))}
+        return {key: float(sum(t.detach() for t in getattr(self, key)))
+                for key in ("nmse_encoder", "nmse_decoder", "kl_dense_to_sparse", "kl_sparse_to_dense")}
 
 
 def bridge_terms(dense: GPT, sparse: GPT, bridges: Bridges, tokens: torch.Tensor,
@@ -169,7 +175,7 @@ def write_bridge_json(run_dir: Path, dense_dir: Path, spec: BridgeSpec) -> None:
 def read_bridge_json(run_dir: Path) -> tuple[Path, str, BridgeSpec]:
     meta = read_json(Path(run_dir) / BRIDGE_JSON, what="bridge file (is this a bridged run?)")
     try:
-        spec = BridgeSpec(**{k: meta[k] for k in BridgeSpec.__dataclass_fields__})
+        spec = BridgeSpec(**{k: meta[k] for k in BridgeSpec.__dataclass_fields__ if k in meta})
         return Path(meta["dense_run"]), str(meta["dense_weights_sha256"]), spec
     except (KeyError, TypeError) as exc:
         raise UserError(f"{Path(run_dir) / BRIDGE_JSON} is malformed (missing {exc})") from None

@@ -59,8 +59,8 @@ class BridgeTrainer(Trainer):
         t = self.cfg.train
         mats = [p for p in bridges.parameters() if p.dim() >= 2]
         vecs = [p for p in bridges.parameters() if p.dim() < 2]
-        self.optimizer.add_param_group({"params": mats, "weight_decay": t.weight_decay})
-        self.optimizer.add_param_group({"params": vecs, "weight_decay": 0.0})
+        self.optimizer.add_param_group({"params": mats, "weight_decay": t.weight_decay, "bridge": True})
+        self.optimizer.add_param_group({"params": vecs, "weight_decay": 0.0, "bridge": True})
 
     def _restore(self) -> None:
         self._attach_bridges()
@@ -72,7 +72,14 @@ class BridgeTrainer(Trainer):
         write_bridge_json(self.out, self.dense.path, self.spec)
 
     def micro_loss(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Pretraining loss of the sparse model plus every bridge term, for (b, T) tokens."""
+        """Pretraining loss of the sparse model plus every bridge term, for (b, T) tokens.
+
+        Also scales the bridges' learning rate: the trainer has just set every group to the
+        step's (sharkfin) rate, and the optimizer steps after the last micro-batch."""
+        base = self.optimizer.param_groups[0]["lr"]
+        for group in self.optimizer.param_groups:
+            if group.get("bridge"):
+                group["lr"] = base * self.spec.lr_scale
         terms = bridge_terms(self.dense.model, self.model, self.bridges, xs)
         lm = F.cross_entropy(terms.sparse_logits.flatten(0, 1).float(), ys.flatten())
         self._last_terms = {"lm_loss": lm.item(), **terms.summary()}
@@ -119,6 +126,7 @@ def check_pair(cfg: RunConfig, dense) -> None:
 
 def train_bridged(cfg: RunConfig, out: str | Path, dense_dir: str | Path | None, resume: bool = False,
                   bridge_afrac: float | None = None, nmse_coef: float = 1.0, kl_coef: float = 1.0,
+                  lr_scale: float = 1.0,
                   progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume) a bridged run against the dense run ``dense_dir``; returns the summary."""
     from ..model.gpt import topk_width
@@ -137,7 +145,9 @@ def train_bridged(cfg: RunConfig, out: str | Path, dense_dir: str | Path | None,
         if not 0.0 < afrac <= 1.0:
             raise UserError(f"--bridge-afrac must be in (0, 1], got {afrac}")
         spec = BridgeSpec(cfg.model.n_layer, dense.model.cfg.d_model, cfg.model.d_model,
-                          topk_width(afrac, cfg.model.d_model), nmse_coef, kl_coef)
+                          topk_width(afrac, cfg.model.d_model), nmse_coef, kl_coef, lr_scale)
+        if min(nmse_coef, kl_coef) < 0 or lr_scale <= 0:
+            raise UserError("--nmse-coef and --kl-coef must be >= 0 and --bridge-lr-scale > 0")
     check_pair(cfg, dense)
     trainer = BridgeTrainer(cfg, out, dense, spec, resume=resume, progress=progress)
     try:

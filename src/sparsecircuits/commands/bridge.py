@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="AbsTopK fraction of the encoders' output (default: the sparse model's afrac)")
     t.add_argument("--nmse-coef", type=float, default=1.0, help="weight of the NMSE terms (default 1)")
     t.add_argument("--kl-coef", type=float, default=1.0, help="weight of the hybrid KL terms (default 1)")
+    t.add_argument("--bridge-lr-scale", type=float, default=1.0,
+                   help="the bridges' learning rate relative to the sparse model's (default 1)")
     t.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a stopped bridged run")
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="stop with a checkpoint")
     t.add_argument("--device", default=None, help="cpu (default) or cuda")
@@ -88,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = build_config(args.preset or "cpu-small", args.config, sets + list(args.set))
         out, dense_dir, resume = args.out, args.dense, False
     summary = train_bridged(cfg, out, dense_dir, resume=resume, bridge_afrac=args.bridge_afrac,
-                            nmse_coef=args.nmse_coef, kl_coef=args.kl_coef, progress=not args.no_progress,
+                            nmse_coef=args.nmse_coef, kl_coef=args.kl_coef, lr_scale=args.bridge_lr_scale, progress=not args.no_progress,
                             stop_after=args.stop_after)
     if summary["stopped"]:
         print(f"stopped after step {summary['step']} of {cfg.train.steps}; continue with "
