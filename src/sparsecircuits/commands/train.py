@@ -1,12 +1,17 @@
 """`sparsecircuits train`: train a weight-sparse model, or resume one.
 
 Distributed: ``torchrun --nproc_per_node=N -m sparsecircuits train ...`` runs the same
-command on N processes (DDP); rank 0 writes the run directory and prints the summary.
+command on N processes (DDP); rank 0 writes the run directory and prints the summary, the
+other ranks print nothing unless they fail, and then one line naming the rank and step.
+Under ``torchrun --max-restarts=N`` a restarted group resumes the run from its newest
+checkpoint by itself (``train.elastic`` says when).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import traceback
 from pathlib import Path
 
 from ..config import PRESETS, RunConfig, apply_overrides, build_config, parse_set
@@ -36,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.trainer import _PeerFailed, train
+    from ..train.trainer import RankFailed, _PeerFailed, train
 
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be >= 1, got {args.stop_after}")
@@ -71,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
                         check_masks_every=args.check_masks_every)
     except _PeerFailed:
         raise SystemExit(2) from None  # rank 0 prints the reason
-    except UserError as exc:
-        if rank:
-            raise UserError(f"rank {rank}: {exc}") from None
-        raise
+    except RankFailed as exc:  # not bad input: keep the traceback, then the one line that sums it up
+        traceback.print_exception(exc.__cause__)
+        sys.stderr.write(f"sparsecircuits: error: {exc}\n")
+        return 1
     if rank:
         return 0
     if summary["stopped"]:

@@ -18,7 +18,10 @@ averaged gradient equals the single-process one up to summation order, the weigh
 identical on every rank, and so do the top-k masks computed from them (checked every
 ``check_masks_every`` steps with one small all-gather). The logged train loss is the
 mean over ranks. Only rank 0 writes files; a failure on rank 0 (a full disk) is shared
-with every rank so that none waits forever in a collective.
+with every rank so that none waits forever in a collective. A group that torchrun
+restarted after losing a worker resumes its own run by itself (``elastic``), and every
+rank leaves the process group, its threads joined, before Python shuts down
+(``leave_process_group``).
 
 Failures stop the run with one line and leave the last good checkpoint in place: a
 non-finite loss or gradient (before the weights are touched), a failed checkpoint write.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ from ..io import atomic_path, atomic_write_text
 from ..model.gpt import GPT
 from ..model.sparsity import WeightSparsifier, is_dense_name, lr_at
 from . import checkpoint as ckpt
+from . import elastic
 
 METRICS = "metrics.jsonl"
 VAL_SEED_OFFSET = 1_000_003  # val batches use their own stream, fixed across the run
@@ -54,6 +59,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this process created the group, so it also destroys it
 
     @property
     def is_main(self) -> bool:
@@ -66,13 +72,51 @@ def init_distributed(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     import torch.distributed as dist
+    # DistributedDataParallel imports torch.distributed.nn, whose functions take
+    # ``group=group.WORLD`` as a default argument: imported after the group exists, they
+    # hold it for ever, so it is never freed and its worker threads outlive the run (see
+    # leave_process_group). Imported first, the defaults are None.
+    import torch.distributed.nn  # noqa: F401
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local)
+    owns = not dist.is_initialized()
+    if owns:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        store = elastic.restarted_store(world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local, owns_group=owns)
+
+
+def leave_process_group() -> None:
+    """Destroy the process group and join its worker threads, while Python is still whole.
+
+    Why: a gloo worker thread drops its last reference to a finished collective's tensors
+    a moment after the caller has been told the collective is done, and dropping a tensor
+    that Python created takes the GIL. If the interpreter is already shutting down by
+    then, taking the GIL ends the thread inside a C++ destructor, which aborts the process
+    ("terminate called without an active exception", SIGABRT) after a run that succeeded.
+    Joining the threads here, with no collective in flight, closes that window.
+
+    Call it after the last collective and after dropping every other holder of the group
+    (the DistributedDataParallel wrapper): the reference dropped here must be the last,
+    because freeing the group through its Python object releases the GIL while the
+    threads are joined (they may need the GIL to finish dropping tensors).
+    """
+    import gc
+
+    import torch.distributed as dist
+
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+        return
+    group = dist.group.WORLD
+    dist.destroy_process_group()
+    gc.collect()  # a wrapper still held in a reference cycle lets go of the group now
+    del group  # the last reference: ~ProcessGroupGloo joins its threads, without the GIL
 
 
 def resolve_data(cfg: RunConfig) -> Path:
@@ -217,15 +261,25 @@ class Trainer:
         self.tokens_seen = 0
         self.last_lr = 0.0
         self.last_checkpoint: Path | None = None
-        if resume:
+        plan = elastic.RESUME if resume else self._plan_after_restart()
+        if plan == elastic.RESUME:
             self._restore()  # every rank reads the checkpoint; a damaged one fails on all alike
         else:
-            self._on_main("create the run directory", self._init_run_dir)
+            self._on_main("create the run directory",
+                          lambda: self._init_run_dir(start_over=plan == elastic.START_OVER))
         self.ddp_model = self.model
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.ddp_model = DDP(self.model, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None)
+
+    def close(self) -> None:
+        """Drop the DDP wrapper and leave the process group this trainer joined (see
+        leave_process_group); the model stays usable. Idempotent."""
+        self.ddp_model = self.model
+        if self.dist.owns_group:
+            leave_process_group()
+            self.dist.owns_group = False
 
     # -- collectives ---------------------------------------------------------------
     def _all_ok(self, ok: bool) -> bool:
@@ -250,6 +304,15 @@ class Trainer:
             if err is not None:
                 raise err
             raise _PeerFailed(f"rank 0 could not {what}")
+
+    def _max_over_ranks(self, value: int) -> int:
+        if self.dist.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
 
     def _mean_over_ranks(self, value: float) -> float:
         if self.dist.world_size == 1:
@@ -277,12 +340,30 @@ class Trainer:
                                    f"{self.step} in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 
     # -- run directory -------------------------------------------------------------
-    def _init_run_dir(self) -> None:
-        if (self.out / "config.json").exists() or ckpt.list_checkpoints(self.out / "checkpoints"):
+    def _plan_after_restart(self) -> int:
+        """FRESH unless torchrun restarted the group; then rank 0's plan (see elastic)."""
+        if self._max_over_ranks(elastic.restart_count()) == 0:  # some node may not have counted it
+            return elastic.FRESH
+        plan = [elastic.FRESH]
+
+        def inspect() -> None:
+            plan[0] = elastic.plan_after_restart(self.out, self.cfg.to_dict())
+
+        self._on_main("inspect the run directory after a restart", inspect)
+        plan[0] = self._max_over_ranks(plan[0])
+        if plan[0] == elastic.RESUME and self.dist.is_main:
+            sys.stderr.write(f"torchrun restarted the processes: resuming {self.out} "
+                             "from its newest checkpoint\n")
+        return plan[0]
+
+    def _init_run_dir(self, start_over: bool = False) -> None:
+        if not start_over and ((self.out / "config.json").exists()
+                               or ckpt.list_checkpoints(self.out / "checkpoints")):
             raise UserError(f"{self.out} already holds a run; use --resume to continue it "
                             "or choose another --out")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            elastic.write_launch(self.out)  # first: a restart trusts nothing written before it
             self.cfg.save(self.out / "config.json")
             with atomic_path(self.out / "tokenizer.json") as tmp:
                 self.tokenizer.save(str(tmp))
@@ -394,6 +475,8 @@ class Trainer:
         rms = clip_grad_rms_(list(self.model.parameters()), t.grad_clip_rms)  # same on every rank
         if not (math.isfinite(loss_mean) and math.isfinite(rms)):
             what = "loss" if not math.isfinite(loss_mean) else "gradient"
+            if not self.dist.is_main:  # every rank sees the same mean loss and gradient: rank 0 says it
+                raise _PeerFailed(f"training diverged at step {step + 1}")
             raise UserError(f"training diverged: non-finite {what} at step {step + 1} "
                             f"(lr {lr:.3g}); the weights of step {step} were not updated; {self._kept()}")
         self.optimizer.step()
@@ -416,8 +499,8 @@ class Trainer:
         """
         t = self.cfg.train
         end = t.steps if stop_after is None else min(max(stop_after, self.step), t.steps)
-        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train",
-                   unit="step", dynamic_ncols=True)
+        bar = _ProgressBar(total=t.steps, initial=self.step, disable=not self.progress, desc="train",
+                           unit="step", dynamic_ncols=True)
         window_t0, window_tokens = time.perf_counter(), 0
         loss = float("nan")
         val = None
@@ -454,19 +537,62 @@ class Trainer:
                 "nonzero_frac": self.sparsifier.nonzero_fraction(), "out": str(self.out)}
 
 
+class _ProgressBar(tqdm):
+    """tqdm without its monitor thread (which every tqdm, even a disabled one, starts):
+    nothing of a run should still be running when the interpreter shuts down."""
+
+    monitor_interval = 0
+
+
 class _PeerFailed(UserError):
     """Raised on ranks other than 0 when rank 0 failed (rank 0 reports the reason)."""
 
 
+class RankFailed(RuntimeError):
+    """An unexpected error on one rank of several, summed up in one line naming the rank and
+    step (the original error is the ``__cause__``, with its traceback)."""
+
+
+def _where(trainer: Trainer | None) -> str:
+    if trainer is None:
+        return "before the first step"
+    steps = trainer.cfg.train.steps
+    if trainer.step < steps:
+        return f"at step {trainer.step + 1} of {steps}"
+    return f"after step {steps} of {steps}"
+
+
 def train(cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
           stop_after: int | None = None, check_masks_every: int | None = None) -> dict[str, Any]:
-    """Train (or resume) a run; returns a summary of the last step."""
+    """Train (or resume) a run; returns a summary of the last step.
+
+    With several processes, an error names the rank and the step it failed at: a
+    UserError keeps its type (one line), anything else becomes a RankFailed. The process
+    group is left in order whatever happens (see leave_process_group).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    trainer: Trainer | None = None
     try:
         trainer = Trainer(cfg, out_dir, resume=resume, progress=progress, check_masks_every=check_masks_every)
         return trainer.train(stop_after=stop_after)
+    except _PeerFailed:
+        raise
+    except UserError as exc:
+        if world > 1:
+            raise UserError(f"rank {_rank()} of {world} failed {_where(trainer)}: {exc}") from None
+        raise
+    except Exception as exc:
+        if world > 1:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise RankFailed(f"rank {_rank()} of {world} failed {_where(trainer)}: "
+                             f"{type(exc).__name__}: {first}") from exc
+        raise
     finally:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            import torch.distributed as dist
+        if trainer is not None:
+            trainer.close()
+        elif world > 1:
+            leave_process_group()
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
