@@ -24,18 +24,14 @@ from torch import nn
 
 from ..config import ModelConfig
 from .hooks import HookedMixin, HookPoint
+from .kernels import causal_attention, rms_norm, topk_indices
 
 
 def abstopk(x: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the ``k`` largest-magnitude entries along the last dim, zero the rest."""
     if k >= x.shape[-1]:
         return x
-    mag = x.abs()
-    if mag.dtype == torch.float32 and mag.device.type == "cpu":
-        # Non-negative IEEE floats order like their bit patterns; integer top-k is ~20%
-        # faster on CPU, where AbsTopK is a quarter of a small model's training step.
-        mag = mag.view(torch.int32)
-    idx = mag.topk(k, dim=-1, sorted=False).indices  # (..., k)
+    idx = topk_indices(x, k)  # (..., k)
     mask = torch.zeros_like(x).scatter_(-1, idx, 1.0)
     return x * mask
 
@@ -52,7 +48,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        if torch.is_autocast_enabled(x.device.type):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return rms_norm(x, self.weight, self.eps)  # the same values, a cheaper backward
 
 
 class SiteSparsity(nn.Module):
@@ -86,6 +84,9 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # (B, T, H, Dh)
         causal = torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool).tril()
         self.register_buffer("causal", causal, persistent=False)
+        # the same mask as an additive bias (0 or -inf), for the fused kernel
+        self.register_buffer("causal_bias", torch.zeros(causal.shape).masked_fill(~causal, float("-inf")),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -95,6 +96,17 @@ class Attention(nn.Module):
         q = self.hook_q(self.sparse_q(q).view(B, T, H, Dh))
         k = self.hook_k(self.sparse_k(k).view(B, T, H, Dh))
         v = self.hook_v(self.sparse_v(v).view(B, T, H, Dh))
+        if self.hook_pattern._fns or torch.is_autocast_enabled(x.device.type):
+            z = self._explicit_attention(q, k, v)
+        else:
+            # no one reads or edits the pattern: one autograd node, same values
+            z = causal_attention(q, k, v, self.sink_logit, self.causal_bias[:T, :T], 1.0 / math.sqrt(Dh))
+        z = self.hook_z(z)  # (B, T, H, Dh)
+        return self.c_proj(z.reshape(B, T, H * Dh))
+
+    def _explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Op-by-op attention that passes the pattern through ``hook_pattern``; (B, T, H, Dh) in and out."""
+        B, T, H, Dh = q.shape
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))  # (B, H, T, T)
         scores = scores.masked_fill(~self.causal[:T, :T], float("-inf"))
@@ -104,8 +116,7 @@ class Attention(nn.Module):
         else:
             pattern = torch.softmax(scores, dim=-1)
         pattern = self.hook_pattern(pattern)  # (B, H, T, T)
-        z = self.hook_z((pattern @ v).transpose(1, 2))  # (B, T, H, Dh); the sink's value is 0
-        return self.c_proj(z.reshape(B, T, H * Dh))
+        return (pattern @ v).transpose(1, 2)  # (B, T, H, Dh); the sink's value is 0
 
 
 class MLP(nn.Module):
