@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,28 @@ def fmt():
 
     return types.SimpleNamespace(SMALL=SMALL, resolved=resolved, state_dict=random_openai_state_dict,
                                  write=write_openai_folder)
+
+
+# ---------------------------------------------------------------------------- a pruned toy circuit
+# The hand-built one-layer model of tests/circuits (its circuit is known exactly).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "circuits"))
+
+
+@pytest.fixture(scope="module")
+def toy_circuit_run(tmp_path_factory):
+    """A toy run directory with ``circuits/toy/circuit.json`` pruned and checked by the CLI,
+    and the JSONL its task came from: ``(run_dir, tasks_file)``."""
+    from circuit_fixtures import save_run_dir, toy_examples, toy_model, toy_tokenizer
+
+    from sparsecircuits.cli import main
+    from sparsecircuits.tasks.base import write_jsonl_examples
+
+    base = tmp_path_factory.mktemp("toy_circuit")
+    run = save_run_dir(base / "run", toy_model(), toy_tokenizer())
+    tasks = base / "toy.jsonl"
+    write_jsonl_examples(tasks, toy_examples(48))
+    assert main(["prune", str(run), "--tasks-file", str(tasks), "--ablation", "zero", "--steps", "80",
+                 "--k-coefs", "0.01", "--no-progress", "--threads", "1"]) == 0
+    assert main(["check", str(run), "--task", "toy", "--tasks-file", str(tasks), "--checks",
+                 "necessity,sufficiency,random_baseline", "--draws", "2", "--no-progress"]) in (0, 1)
+    return run, tasks
