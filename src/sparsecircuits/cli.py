@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "view",
     "frontier",
     "openai",
+    "export",
     "bridge",
     "demo",
 ]
