@@ -370,7 +370,7 @@ class _Prober:
 def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: int | None = None,
           seed: int = 0, force: bool = False, k_coefs: Sequence[float] | None = None,
           n_train: int = 256, n_test: int = 128, progress: bool = True, name: str | None = None,
-          means: torch.Tensor | None = None, **overrides) -> Circuit:
+          means: torch.Tensor | None = None, method: str = "learned", **overrides) -> Circuit:
     """Prune ``run``'s model to the smallest circuit doing ``task`` within ``target_loss``.
 
     ``task`` is a task name (``sparsecircuits.tasks.task_names()``) or a list of
@@ -379,12 +379,23 @@ def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: i
     on the test items, unless ``force`` (the circuit is then marked ``forced``).
     ``means`` overrides the node means used by mean ablation; other ``PruneSettings``
     fields (``lr``, ``batch_pairs``, ``threads``, ...) may be passed as keywords.
+    ``method="attribution"`` ranks nodes by attribution scores instead of learned masks
+    (``circuits/attribution.py``); the bisection, calibration and circuit are the same.
     """
+    if method == "attribution":
+        from .attribution import prune_attribution
+
+        return prune_attribution(run, task, target_loss=target_loss, ablation=ablation, seed=seed, force=force,
+                                 n_train=n_train, n_test=n_test, name=name, means=means, **overrides)
+    if method != "learned":
+        raise UserError(f"unknown pruning method {method!r}; expected learned or attribution")
     t0 = time.perf_counter()
     s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
     with _threads(s.threads):
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
-        return _prune(ctx, s, seed=int(seed), progress=progress, t0=t0)
+        circuit = _prune(ctx, s, seed=int(seed), progress=progress, t0=t0)
+    circuit.metrics["method"] = "learned"
+    return circuit
 
 
 def make_settings(target_loss: float = 0.15, ablation: str = "mean", steps: int | None = None,

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name for a --tasks-file task (default: the file's stem)")
     p.add_argument("--target-loss", type=float, default=0.15, help="task loss the circuit must reach (default 0.15)")
     p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="how pruned nodes are replaced")
+    p.add_argument("--method", choices=("learned", "attribution"), default="learned",
+                   help="learned node masks (default) or the attribution-patching baseline (one gradient, top-k)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per k_coef (default: built in)")
     p.add_argument("--k-coefs", default=None, help="comma-separated sparsity penalties to sweep")
     p.add_argument("--seed", type=int, default=0)
@@ -169,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
     kwargs = dict(target_loss=args.target_loss, ablation=args.ablation, steps=args.steps, seed=args.seed,
                   force=args.force, k_coefs=_k_coefs(args.k_coefs), progress=not args.no_progress,
                   threads=args.threads, **settings_overrides(args.overrides))
-    prune = _searcher(args) or prune
+    searcher = _searcher(args)
+    if searcher is not None and args.method != "learned":
+        raise UserError("--search tunes the learned masks; it does not go with --method attribution")
+    if searcher is None:
+        kwargs["method"] = args.method
+    prune = searcher or prune
     if args.tasks_file:
         from ..tasks.base import load_jsonl_examples
 
