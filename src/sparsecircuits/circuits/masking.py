@@ -2,8 +2,9 @@
 
 One mask value per node, shared over prompts and positions (SPEC §4).  At each site's
 hook point an activation ``x`` becomes ``m * x + (1 - m) * baseline`` where ``baseline``
-is the node's mean activation over the pretraining distribution (``ablation="mean"``) or
-zero (``ablation="zero"``).  Two ways to give ``m``:
+is the node's mean activation over the pretraining distribution (``ablation="mean"``),
+zero (``ablation="zero"``), or the node's activation on another prompt of the task
+(``ablation="resample"``, see ``Resample``).  Two ways to give ``m``:
 
 * a float vector, differentiable: during pruning ``m = heaviside_ste(tau)``, exactly 0
   or 1 on the forward pass, with the derivative of ``sigmoid(tau / temperature)`` on the
@@ -28,7 +29,7 @@ from torch import nn
 from ..errors import UserError
 from .nodes import NodeSet
 
-ABLATIONS = ("mean", "zero")
+ABLATIONS = ("mean", "zero", "resample")
 MEANS_FILE = "node_means.safetensors"
 
 
@@ -59,14 +60,59 @@ def heaviside_ste(tau: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return _HeavisideSTE.apply(tau, float(temperature))
 
 
+# ---------------------------------------------------------------------------- resample
+
+
+class Resample:
+    """Resample ablation: a pruned node takes its activation from the pair's other member.
+
+    Mean ablation can let a circuit pass on the mean offsets alone; here a pruned node
+    carries the *other* prompt's information, so a circuit missing a node that tells the
+    two prompts apart gets the other prompt's answer.  Rows ``2i`` and ``2i + 1`` of every
+    batch are partners (pruning and ``encode_for_run`` keep ``TaskItem`` pairs adjacent);
+    for plain examples, the partner is simply the neighbouring row, another item of the
+    task.  An odd last row takes row 0.  Prompts of different lengths are aligned at their
+    last token; positions before the partner's first token take its first position.
+    """
+
+    def __repr__(self) -> str:
+        return "Resample()"
+
+
+def resample_partners(batch_size: int) -> torch.Tensor:
+    """The partner row of every row (B,): 1, 0, 3, 2, ...; an odd last row takes row 0."""
+    partner = torch.arange(batch_size) ^ 1
+    if batch_size % 2:
+        partner[-1] = 0
+    return partner
+
+
+@torch.no_grad()
+def resample_sources(model: nn.Module, nodes: NodeSet, tokens: torch.Tensor,
+                     last_pos: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every site's ablation values for ``tokens`` (B, T): the partner's clean activations.
+
+    Row ``i`` gets row ``p = partner[i]``'s activation at position ``t + last_pos[p] -
+    last_pos[i]`` (clamped into ``[0, T)``), so last tokens line up.  (B, T, width) or
+    (B, T, H, Dh) per hook.
+    """
+    B, T = tokens.shape
+    _, cache = model.run_with_cache(tokens, names_filter=[s.hook for s in nodes.sites])
+    partner = resample_partners(B).to(tokens.device)  # (B,)
+    lp = (torch.full((B,), T - 1) if last_pos is None else last_pos).to(tokens.device)
+    pos = (torch.arange(T, device=tokens.device)[None, :] + (lp[partner] - lp)[:, None]).clamp(0, T - 1)  # (B, T)
+    return {s.hook: cache[s.hook][partner[:, None], pos] for s in nodes.sites}
+
+
 # ---------------------------------------------------------------------------- masked model
 
 
 class MaskedModel(nn.Module):
     """A GPT whose nodes can be masked; the GPT itself is shared, never copied.
 
-    ``baseline`` is the flat (n,) ablation value of every node (node means), or ``None``
-    for zero ablation.
+    ``baseline`` is the flat (n,) ablation value of every node (node means), ``None``
+    for zero ablation, or a ``Resample`` (each forward pass first runs the clean model
+    once, without gradients, for the partners' activations).
     """
 
     def __init__(self, model: nn.Module, baseline: torch.Tensor | None = None,
@@ -74,7 +120,7 @@ class MaskedModel(nn.Module):
         super().__init__()
         self.model = model
         self.nodes = nodes or NodeSet.from_model(model)
-        if baseline is not None and baseline.shape != (self.nodes.n,):
+        if isinstance(baseline, torch.Tensor) and baseline.shape != (self.nodes.n,):
             raise ValueError(f"baseline has shape {tuple(baseline.shape)}, expected ({self.nodes.n},)")
         self.baseline = baseline
 
@@ -85,8 +131,12 @@ class MaskedModel(nn.Module):
             return part.view(x.shape[-2], x.shape[-1])
         return part
 
-    def hooks(self, mask: torch.Tensor) -> list[tuple]:
-        """``fwd_hooks`` applying ``mask`` (float (n,) soft, or bool (n,) keep)."""
+    def hooks(self, mask: torch.Tensor, sources: dict | None = None) -> list[tuple]:
+        """``fwd_hooks`` applying ``mask`` (float (n,) soft, or bool (n,) keep).
+
+        ``sources`` (resample ablation): per hook, the ablation values of every row and
+        position, used instead of the flat baseline.
+        """
         if mask.shape != (self.nodes.n,):
             raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({self.nodes.n},)")
         hard = mask.dtype == torch.bool
@@ -94,7 +144,12 @@ class MaskedModel(nn.Module):
         for site in self.nodes.sites:
             def fn(x: torch.Tensor, hook, site=site) -> torch.Tensor:
                 m = self._site_views(mask, x, site).to(x.device)
-                b = None if self.baseline is None else self._site_views(self.baseline, x, site).to(x.device, x.dtype)
+                if sources is not None:
+                    b = sources[site.hook].to(x.device, x.dtype)
+                elif self.baseline is None:
+                    b = None
+                else:
+                    b = self._site_views(self.baseline, x, site).to(x.device, x.dtype)
                 if hard:
                     if b is None:
                         return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -111,7 +166,10 @@ class MaskedModel(nn.Module):
         ``last_pos`` skips the unembedding of every other position (the vocabulary
         projection is a large share of a small model's cost).
         """
-        hooks = [] if mask is None else self.hooks(mask)
+        sources = None
+        if mask is not None and isinstance(self.baseline, Resample):
+            sources = resample_sources(self.model, self.nodes, tokens, last_pos)
+        hooks = [] if mask is None else self.hooks(mask, sources)
         if last_pos is not None:
             rows = torch.arange(tokens.shape[0], device=tokens.device)
             lp = last_pos.to(tokens.device)
@@ -263,12 +321,14 @@ def node_means(run, n_windows: int = 256, cache: bool = True) -> torch.Tensor:
     return flat
 
 
-def ablation_baseline(run, ablation: str, means: torch.Tensor | None = None) -> torch.Tensor | None:
-    """The baseline vector for an ablation kind: node means for "mean", None for "zero"."""
+def ablation_baseline(run, ablation: str, means: torch.Tensor | None = None) -> "torch.Tensor | Resample | None":
+    """The baseline for an ablation kind: node means for "mean", None for "zero", a ``Resample``."""
     if ablation not in ABLATIONS:
         raise UserError(f"unknown ablation {ablation!r}; expected one of: {', '.join(ABLATIONS)}")
     if ablation == "zero":
         return None
+    if ablation == "resample":
+        return Resample()
     if means is not None:
         return means
     return node_means(run)

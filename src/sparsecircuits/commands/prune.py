@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--all-tasks", action="store_true", help="prune every built-in task the model learned")
     p.add_argument("--name", help="name for a --tasks-file task (default: the file's stem)")
     p.add_argument("--target-loss", type=float, default=0.15, help="task loss the circuit must reach (default 0.15)")
-    p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="how pruned nodes are replaced")
+    p.add_argument("--ablation", choices=("mean", "zero", "resample"), default="mean",
+                   help="how pruned nodes are replaced: node means, zero, or the pair's other prompt (resample)")
     p.add_argument("--method", choices=("learned", "attribution"), default="learned",
                    help="learned node masks (default) or the attribution-patching baseline (one gradient, top-k)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per k_coef (default: built in)")
