@@ -11,12 +11,32 @@ from .errors import UserError
 from .model.gpt import GPT
 
 
+class MissingTokenizer:
+    """Stands in for the tokenizer of a run that has none (an imported model released
+    without one): false in a boolean test, and any use (encode, decode, a vocabulary
+    lookup) is a one-line UserError, so code that needs text fails clearly while the
+    model keeps working on token ids."""
+
+    def __init__(self, run_path: Path) -> None:
+        self._run_path = run_path
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UserError(f"{self._run_path} has no tokenizer.json, so it cannot turn text into tokens or back; "
+                        "its model still takes token ids (run.model(tokens)); add one with "
+                        "'import-openai SRC --out RUN --tokenizer PATH' or copy a tokenizer.json into the run")
+
+
 @dataclass
 class Run:
     path: Path
     config: RunConfig
     model: GPT
-    tokenizer: "object"  # tokenizers.Tokenizer
+    tokenizer: "object"  # tokenizers.Tokenizer, or a MissingTokenizer for a run without one
 
     @property
     def data_dir(self) -> Path | None:
@@ -48,7 +68,12 @@ def load_weights(model: GPT, path: Path) -> None:
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
-    """Open ``runs/NAME``: the model in eval mode, its tokenizer and its config."""
+    """Open ``runs/NAME``: the model in eval mode, its tokenizer and its config.
+
+    A run without ``tokenizer.json`` (an imported model released without one) still
+    loads, with a ``MissingTokenizer``: its model works on token ids, and only encoding or
+    decoding text raises, saying how to add a tokenizer.
+    """
     from .data.tokenizer import load_tokenizer
 
     path = Path(path)
@@ -63,5 +88,6 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     model = GPT(cfg.model)
     load_weights(model, weights)
     model.to(device).eval()
-    tokenizer = load_tokenizer(path / "tokenizer.json")
+    tok_path = path / "tokenizer.json"
+    tokenizer = load_tokenizer(tok_path) if tok_path.exists() else MissingTokenizer(path)
     return Run(path=path, config=cfg, model=model, tokenizer=tokenizer)

@@ -542,8 +542,11 @@ def _read_sidecar(src: Path) -> RunConfig | None:
 
 
 def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                  tokenizer: str | os.PathLike | None = None) -> ImportResult:
-    """Read a released model folder and write one of our run directories from it."""
+                  tokenizer: str | os.PathLike | None = None, provenance: dict | None = None) -> ImportResult:
+    """Read a released model folder and write one of our run directories from it.
+
+    ``provenance`` (e.g. the Hub repository, revision and commit) is recorded in
+    ``imported_from.json`` beside the source folder's path."""
     src, out = Path(src_dir), Path(out_dir)
     if not src.is_dir():
         raise UserError(f"not a folder: {src}")
@@ -573,9 +576,10 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     notes: list[str] = []
     if tok is None:
-        notes.append(f"no tokenizer in {src}: the run loads only once {out / 'tokenizer.json'} exists; copy one "
-                     "there, or import again with --tokenizer PATH (a tokenizer.json, or a folder with the "
-                     "model's vocab.bpe + encoder.json; tinypython_2k's are published beside the models)")
+        notes.append(f"no tokenizer in {src}: the run's model works on token ids, but text needs "
+                     f"{out / 'tokenizer.json'}; copy one there, or import again with --tokenizer PATH (a "
+                     "tokenizer.json, or a folder with the model's vocab.bpe + encoder.json; tinypython_2k's "
+                     "are published beside the models)")
     with _StagedDir(out) as tmp:
         run_cfg.save(tmp / "config.json")
         _save_safetensors(ours, cfg, tmp / "model.safetensors")
@@ -583,7 +587,7 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
             atomic_write_text(tmp / "tokenizer.json", tok.to_str())
         atomic_write_json(tmp / PROVENANCE_FILE, {
             "format": "openai/circuit_sparsity", "source": str(src.resolve()),
-            "tokenizer": tok_source, "beeg_config": raw})
+            "tokenizer": tok_source, "beeg_config": raw, **(provenance or {})})
     nonzero, numel = _matrix_density(ours, cfg)
     return ImportResult(out=out, config=run_cfg, tokenizer_source=tok_source, notes=notes,
                         nonzero=nonzero, numel=numel)
