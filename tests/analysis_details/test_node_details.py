@@ -14,7 +14,7 @@ from sparsecircuits.circuits.circuit import encode_for_run
 from sparsecircuits.circuits.masking import val_windows
 from sparsecircuits.data.shards import TokenShards
 from sparsecircuits.errors import UserError
-from sparsecircuits.report.html import _clean_details, normalize_circuit
+from sparsecircuits.report.graph import _clean_details, normalize_circuit
 from sparsecircuits.tasks import TaskExample, flatten, get_task
 
 

@@ -3,7 +3,7 @@
 A circuit's graph says *which* nodes matter; a reader still has to guess *what* each one
 does.  This module gathers, for every kept internal node, four cheap pieces of evidence
 and stores them under the circuit JSON's ``"details"`` key (the shape
-``report/html.py``'s ``_clean_details`` reads)::
+``report/graph.py``'s ``_clean_details`` reads)::
 
     {node_id: {"snippets": [{"tokens": [str], "acts": [float], "max": float}],
                "class_acts": {"a": [float], "b": [float]},
