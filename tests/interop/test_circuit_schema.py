@@ -31,7 +31,7 @@ def test_a_pruned_and_checked_circuit_validates(toy_circuit_run):
     lambda o: o["nodes"][0].__setitem__("id", "no index"),
     lambda o: o["links"][0].pop("weight"),
     lambda o: o["links"][0].__setitem__("kind", "attention"),
-    lambda o: o["metrics"].__setitem__("ablation", "resample"),
+    lambda o: o["metrics"].__setitem__("ablation", "noise"),
     lambda o: o["metrics"]["calibration"].__setitem__("scale", -1.0),
     lambda o: o["checks"]["necessity"].__setitem__("verdict", "maybe"),
     lambda o: o.__setitem__("details", {"blocks.0.mlp.hook_post:0": {"snippets": [{"tokens": "x"}]}}),
