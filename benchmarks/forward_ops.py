@@ -16,7 +16,7 @@ clock is this process's CPU time, which other processes on the machine do not in
 - ``train_step``: a full forward + loss + backward of the preset's model, with the plain
   attention and RMSNorm against the model as it is.
 
-    python benchmarks/forward_ops.py [--preset cpu-small] [--rounds 15] [--clock cpu|wall]
+    python benchmarks/forward_ops.py [--preset cpu-small] [--batch B] [--seq-len T] [--rounds 15] [--clock cpu|wall]
 """
 from __future__ import annotations
 
@@ -124,20 +124,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-small")
     ap.add_argument("--batch", type=int, default=None, help="sequences per step (default: the preset's)")
+    ap.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the preset's)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     args = ap.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     cfg = build_config(args.preset)
     mc = cfg.model
-    B, T, H, Dh, D = args.batch or cfg.train.batch_size, mc.block_size, mc.n_head, mc.d_head, mc.d_model
+    B, T = args.batch or cfg.train.batch_size, args.seq_len or cfg.seq_len
+    H, Dh, D = mc.n_head, mc.d_head, mc.d_model
     g = torch.Generator().manual_seed(0)
 
     def randn(*shape):
         return torch.randn(*shape, generator=g)
 
     out: dict = {"preset": args.preset, "threads": torch.get_num_threads(), "clock": args.clock,
-                 "rounds": args.rounds, "batch": B}
+                 "rounds": args.rounds, "batch": B, "seq_len": T}
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     bias = torch.zeros(T, T).masked_fill(~causal, float("-inf"))
     qkv, dz = [randn(B, T, H, Dh) for _ in range(3)], randn(B, T, H, Dh)
