@@ -256,7 +256,10 @@ class _RowMasked(MaskedModel):
     forwards of P rows: the same arithmetic, a fraction of the per-op overhead.
     """
 
-    def hooks(self, mask: torch.Tensor) -> list[tuple]:
+    def hooks(self, mask: torch.Tensor, sources: dict | None = None) -> list[tuple]:
+        if sources is not None:
+            raise UserError("node ablation effects are not available for circuits pruned with "
+                            "resample ablation yet; prune with --ablation mean or zero")
         if mask.dim() != 2 or mask.shape[1] != self.nodes.n or mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool (R, {self.nodes.n}) tensor, got {tuple(mask.shape)}")
         R = mask.shape[0]
