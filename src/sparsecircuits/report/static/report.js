@@ -26,6 +26,7 @@
   };
   var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777";
   var FORMAT = "sparsecircuits-annotations";
+  var DRAW_CAP = 4000;  // links drawn when a page opens; more on demand (the |w| slider)
 
   if (typeof cytoscape !== "function") { return; }
   var viewers = [];
@@ -40,6 +41,7 @@
     };
   });
   window.circuitViewers = viewers.map(function (v) { return v.api; });
+  if (window.performance && performance.mark) { performance.mark("viewer-ready"); }  // read by benchmarks/viewer.py
 
   // ---------------------------------------------------------------- small helpers
   function el(tag, cls, text) {
@@ -140,7 +142,7 @@
     nodes.forEach(function (n, i) {
       var site = SITES[n.site] ? n.site : "unknown";
       els.push({ group: "nodes", data: { id: "n" + i, label: n.label, w: n.w || 64, h: nodeH, site: site },
-        position: { x: n.x, y: n.y }, classes: "node site-" + site + (shared[i] ? " shared" : "") });
+        position: { x: n.x, y: n.y }, classes: "node site-" + site + (shared[i] ? " shared" : "") + (tokenGroups[i] ? " hidden" : "") });
     });
     groups.forEach(function (g, k) {
       els.push({ group: "nodes", data: { id: "g" + k, label: g.label, w: g.w || 116, h: nodeH, site: g.side },
@@ -151,10 +153,11 @@
           classes: "gedge " + (e[1] >= 0 ? "pos" : "neg") });
       });
     });
-    links.forEach(function (l, li) {
-      els.push({ group: "edges", data: { id: "e" + li, source: "n" + l[0], target: "n" + l[1], aw: Math.abs(l[2]) },
-        classes: "link " + (l[2] >= 0 ? "pos" : "neg") + " k-" + l[3] });
-    });
+    function linkDef(li) {  // links become elements only when first drawn: creating 10,000 costs seconds
+      var l = links[li];
+      return { group: "edges", data: { id: "e" + li, source: "n" + l[0], target: "n" + l[1], aw: Math.abs(l[2]) },
+        classes: "link " + (l[2] >= 0 ? "pos" : "neg") + " k-" + l[3] };
+    }
 
     var style = [
       { selector: "node", style: { "width": "data(w)", "height": "data(h)", "z-index-compare": "manual", "z-index": 3,
@@ -196,7 +199,7 @@
     style.push({ selector: "node.site-unknown", style: { "background-color": "#f3f4f6", "border-color": "#9ca3af" } });
 
     var cy = cytoscape({
-      container: container, elements: els, style: style, layout: { name: "preset" },
+      container: container, elements: els, style: style, layout: { name: "preset", fit: false },
       minZoom: 0.01, maxZoom: 4, boxSelectionEnabled: true, autoungrabify: true,
       textureOnViewport: big, pixelRatio: big ? 1 : "auto", motionBlur: false
     });
@@ -223,8 +226,28 @@
       return Math.abs(w) >= state.threshold && (state.residual || kind !== "residual");
     }
 
+    // Element handles and their drawn state, kept here so that a refresh touches only what
+    // changes, in two collection calls (10,000 per-element calls cost seconds).
+    var nodeEls = nodes.map(function (n, i) { return cy.getElementById("n" + i); });
+    var linkEls = links.map(function () { return null; });
+    var groupEls = groups.map(function (g, k) { return cy.getElementById("g" + k); });
+    var gedges = [];  // {k, j, el, a: source id, b: target id}
+    groups.forEach(function (g, k) {
+      g.edges.forEach(function (e, j) {
+        gedges.push({ k: k, j: j, el: cy.getElementById("ge" + k + "_" + j),
+          a: g.side === "embed" ? "g" + k : "n" + e[0], b: g.side === "embed" ? "n" + e[0] : "g" + k });
+      });
+    });
+    // Folded tokens start hidden (set on creation: no style work at load); links start undrawn.
+    var hidden = { n: nodes.map(function (n, i) { return !!tokenGroups[i]; }), e: links.map(function () { return true; }),
+      g: groups.map(function () { return false; }), ge: gedges.map(function () { return false; }),
+      ins: nodes.map(function () { return false; }) };
+    var superEdgeList = [];  // {a, b, el}
+    var drawnCount = 0;
+
     function refresh() {
       var superEdges = {};
+      var hide = [], show = [], inSuper = [], outSuper = [], added = [];
       function aggregate(a, b, w) {
         if (!a || !b || a === b) { return; }
         var key = a + ">" + b;
@@ -232,48 +255,76 @@
         e.w += w;
         e.n += 1;
       }
-      cy.startBatch();
-      cy.remove(cy.edges(".superedge"));
-      cy.remove(cy.nodes(".super"));
+      function set(arr, idx, el, h) {
+        if (arr[idx] !== h) { arr[idx] = h; (h ? hide : show).push(el); }
+      }
+      var supOf = {};
+      state.supers.forEach(function (s) { s.members.forEach(function (i) { supOf[i] = s; }); });
+      var repOf = nodes.map(function (n, i) {
+        var s = supOf[i];
+        if (s && s.collapsed) { return "s" + s.id; }
+        return nodeShown(i) ? "n" + i : null;
+      });
+      drawnCount = 0;
       nodes.forEach(function (n, i) {
-        var s = superOf(i);
-        var hide = !nodeShown(i) || !!(s && s.collapsed);
-        var e = cy.getElementById("n" + i);
-        e.toggleClass("hidden", hide);
-        e.toggleClass("in-super", !!(s && !s.collapsed));
+        var s = supOf[i];
+        set(hidden.n, i, nodeEls[i], repOf[i] !== "n" + i);
+        var flag = !!(s && !s.collapsed);
+        if (hidden.ins[i] !== flag) { hidden.ins[i] = flag; (flag ? inSuper : outSuper).push(nodeEls[i]); }
       });
-      groups.forEach(function (g, k) {
-        cy.getElementById("g" + k).toggleClass("hidden", !!state.unfolded[k]);
-        g.edges.forEach(function (e, j) {
-          var a = superOf(e[0]);
-          var show = !state.unfolded[k] && passes(e[1], "io") && !(a && a.collapsed);
-          cy.getElementById("ge" + k + "_" + j).toggleClass("hidden", !show);
-          if (!state.unfolded[k] && passes(e[1], "io") && a && a.collapsed) {
-            if (g.side === "embed") { aggregate("g" + k, "s" + a.id, e[1]); } else { aggregate("s" + a.id, "g" + k, e[1]); }
-          }
-        });
-      });
-      state.supers.forEach(function (s) {
-        if (!s.collapsed) { return; }
-        cy.add({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w, h: nodeH, site: "super" },
-          position: { x: s.x, y: s.y }, classes: "super" });
+      groups.forEach(function (g, k) { set(hidden.g, k, groupEls[k], !!state.unfolded[k]); });
+      gedges.forEach(function (ge, x) {
+        var e = groups[ge.k].edges[ge.j];
+        var live = !state.unfolded[ge.k] && passes(e[1], "io");
+        var r = repOf[e[0]];
+        set(hidden.ge, x, ge.el, !(live && r === "n" + e[0]));
+        if (live && r && r !== "n" + e[0]) {
+          if (groups[ge.k].side === "embed") { aggregate("g" + ge.k, r, e[1]); } else { aggregate(r, "g" + ge.k, e[1]); }
+        }
+        if (live && r === "n" + e[0]) { drawnCount++; }
       });
       links.forEach(function (l, li) {
         var k = linkGroup[li];
         var ok = passes(l[2], l[3]) && (k < 0 || state.unfolded[k]);
-        var a = ok ? rep(l[0]) : null, b = ok ? rep(l[1]) : null;
+        var a = ok ? repOf[l[0]] : null, b = ok ? repOf[l[1]] : null;
         var direct = ok && a === "n" + l[0] && b === "n" + l[1];
-        cy.getElementById("e" + li).toggleClass("hidden", !direct);
+        if (linkEls[li]) {
+          set(hidden.e, li, linkEls[li], !direct);
+        } else if (direct) {
+          added.push(linkDef(li));
+          hidden.e[li] = false;
+        }
+        if (direct) { drawnCount++; }
         if (ok && !direct) { aggregate(a, b, l[2]); }
       });
+      cy.startBatch();
+      cy.remove(cy.edges(".superedge"));
+      cy.remove(cy.nodes(".super"));
+      if (hide.length) { cy.collection(hide).addClass("hidden"); }
+      if (show.length) { cy.collection(show).removeClass("hidden"); }
+      if (inSuper.length) { cy.collection(inSuper).addClass("in-super"); }
+      if (outSuper.length) { cy.collection(outSuper).removeClass("in-super"); }
+      state.supers.forEach(function (s) {
+        if (!s.collapsed) { return; }
+        added.push({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w, h: nodeH, site: "super" },
+          position: { x: s.x, y: s.y }, classes: "super" });
+      });
+      superEdgeList = [];
       Object.keys(superEdges).forEach(function (key, j) {
         var e = superEdges[key];
-        cy.add({ group: "edges", data: { id: "se" + j, source: e.a, target: e.b, aw: Math.min(Math.abs(e.w), maxW) },
+        superEdgeList.push({ a: e.a, b: e.b, id: "se" + j });
+        added.push({ group: "edges", data: { id: "se" + j, source: e.a, target: e.b, aw: Math.min(Math.abs(e.w), maxW) },
           classes: "superedge " + (e.w >= 0 ? "pos" : "neg") });
       });
+      if (added.length) {
+        cy.add(added).forEach(function (e) {
+          var id = e.id();
+          if (id[0] === "e") { linkEls[Number(id.slice(1))] = e; }
+        });
+      }
       cy.endBatch();
-      var drawn = cy.edges().filter(function (e) { return !e.hasClass("hidden"); }).length;
-      q("edge-count").textContent = drawn + " of " + links.length + " links drawn";
+      drawnCount += superEdgeList.length;
+      q("edge-count").textContent = drawnCount + " of " + links.length + " links drawn";
       updateFocus();
     }
 
@@ -281,39 +332,44 @@
     function selectedIds() {
       return cy.nodes(":selected").map(function (e) { return e.id(); });
     }
+    var dimmed = null, lit = null;
     function updateFocus() {
       var ids = selectedIds();
       cy.startBatch();
-      cy.elements(".faded").removeClass("faded");
-      cy.elements(".lit").removeClass("lit");
+      if (dimmed) { dimmed.removeClass("faded"); dimmed = null; }
+      if (lit) { lit.removeClass("lit"); lit = null; }
       if (ids.length) {
-        var up = {}, down = {}, inE = {}, outE = {};
-        cy.edges().forEach(function (e) {
-          if (e.hasClass("hidden")) { return; }
-          var s = e.data("source"), t = e.data("target");
-          (outE[s] = outE[s] || []).push(e);
-          (inE[t] = inE[t] || []).push(e);
+        // Drawn edges as (source id, target id, element); walk up and down from the selection.
+        var drawnEdges = [];
+        links.forEach(function (l, li) { if (!hidden.e[li]) { drawnEdges.push(["n" + l[0], "n" + l[1], linkEls[li]]); } });
+        gedges.forEach(function (ge, x) { if (!hidden.ge[x]) { drawnEdges.push([ge.a, ge.b, ge.el]); } });
+        superEdgeList.forEach(function (se) { drawnEdges.push([se.a, se.b, cy.getElementById(se.id)]); });
+        var inE = {}, outE = {};
+        drawnEdges.forEach(function (d) {
+          (outE[d[0]] = outE[d[0]] || []).push(d[1]);
+          (inE[d[1]] = inE[d[1]] || []).push(d[0]);
         });
-        var walk = function (start, adj, end, seen) {
-          var stack = start.slice();
+        var walk = function (adj, seen) {
+          var stack = ids.slice();
           while (stack.length) {
-            var id = stack.pop();
-            (adj[id] || []).forEach(function (e) {
-              var j = e.data(end);
+            (adj[stack.pop()] || []).forEach(function (j) {
               if (!seen[j]) { seen[j] = true; stack.push(j); }
             });
           }
         };
+        var up = {}, down = {};
         ids.forEach(function (id) { up[id] = true; down[id] = true; });
-        walk(ids, inE, "source", up);
-        walk(ids, outE, "target", down);
-        cy.nodes().forEach(function (n) {
-          if (!n.hasClass("deco") && !up[n.id()] && !down[n.id()]) { n.addClass("faded"); }
+        walk(inE, up);
+        walk(outE, down);
+        var dim = [], on = [];
+        nodeEls.forEach(function (e, i) { if (!hidden.n[i] && !up["n" + i] && !down["n" + i]) { dim.push(e); } });
+        groupEls.forEach(function (e, k) { if (!hidden.g[k] && !up["g" + k] && !down["g" + k]) { dim.push(e); } });
+        cy.nodes(".super").forEach(function (e) { if (!up[e.id()] && !down[e.id()]) { dim.push(e); } });
+        drawnEdges.forEach(function (d) {
+          ((up[d[0]] && up[d[1]]) || (down[d[0]] && down[d[1]]) ? on : dim).push(d[2]);
         });
-        cy.edges().forEach(function (e) {
-          var s = e.data("source"), t = e.data("target");
-          if ((up[s] && up[t]) || (down[s] && down[t])) { e.addClass("lit"); } else { e.addClass("faded"); }
-        });
+        dimmed = cy.collection(dim).addClass("faded");
+        lit = cy.collection(on).addClass("lit");
       }
       cy.endBatch();
     }
@@ -922,7 +978,10 @@
       legend.appendChild(el("span", "lg muted", "width \u221d |weight|; dashed: folded inputs/outputs"));
     }
 
-    setThreshold(0);
+    // A big circuit opens with its strongest DRAW_CAP links; the slider shows where, and goes to "all".
+    var startPct = links.length > DRAW_CAP ? Math.ceil(100 * (1 - DRAW_CAP / links.length)) : 0;
+    slider.value = String(startPct);
+    setThreshold(startPct);
     // A wide, short circuit gets a pane of its own shape instead of a tall empty one.
     var shown = cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); });
     if (shown.length) {
@@ -946,7 +1005,7 @@
     api.fit = fit;
     api.search = search;
     api.setThreshold = function (p) { slider.value = String(p); setThreshold(p); };
-    api.drawnEdges = function () { return cy.edges().filter(function (e) { return !e.hasClass("hidden"); }).length; };
+    api.drawnEdges = function () { return drawnCount; };
     api.annotations = annotations;
     api.boxes = function () {
       // Rendered boxes (container pixels) of every drawn node: circuit nodes, groups, supernodes.

@@ -1,0 +1,104 @@
+"""How fast the circuit viewer opens and moves, on generated circuits of 100, 1,000 and
+3,000 nodes (ten links per node, a fifth of the nodes tokens), in Debian's Chromium.
+
+Per size: the time to write the page (layout included), the page's size, the time from
+navigation to the viewer being ready (drawn, fitted, answering input), the renderer's CPU
+time until then (``load_cpu_ms``: on a busy machine wall time is mostly waiting for a
+core), a "fit" (until the next frame is painted), and frame times while panning for two
+seconds. Prints JSON.
+
+    python benchmarks/viewer.py [--sizes 100,1000,3000] [--pan-seconds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+FIT_JS = """() => new Promise(done => {
+  const v = window.circuitViewers[0];
+  const t0 = performance.now();
+  v.cy.zoom(v.cy.zoom() * 3);
+  v.fit();
+  requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
+})"""
+
+PAN_JS = """(seconds) => new Promise(done => {
+  const cy = window.circuitViewers[0].cy;
+  cy.zoom(cy.zoom() * 2);
+  const times = [];
+  let last = performance.now(), k = 0;
+  const end = last + seconds * 1000;
+  function step(now) {
+    times.push(now - last);
+    last = now;
+    k += 1;
+    cy.panBy({x: 6 * Math.cos(k / 20), y: 6 * Math.sin(k / 20)});
+    if (now < end) { requestAnimationFrame(step); } else { done(times.slice(2)); }
+  }
+  requestAnimationFrame(step);
+})"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100,1000,3000")
+    ap.add_argument("--pan-seconds", type=float, default=2.0)
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    from sparsecircuits.report.html import render_compare  # noqa: F401 - fail early if the package is broken
+    from sparsecircuits.report.html import CircuitEntry, RunData, render_circuit
+    from sparsecircuits.report.synthetic import synthetic_circuit
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        for n in (int(s) for s in args.sizes.split(",")):
+            circuit = synthetic_circuit(n, 10 * n, seed=0, task=f"generated-{n}")
+            run = RunData(Path(tmp), "bench", {}, [], {}, [])
+            t = time.perf_counter()
+            page_html = render_circuit(run, CircuitEntry(f"g{n}", f"generated-{n}", f"g{n}.html", data=circuit))
+            write_s = time.perf_counter() - t
+            path = Path(tmp) / f"g{n}.html"
+            path.write_text(page_html, encoding="utf-8")
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(600_000)
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            page.goto(path.as_uri())
+            page.wait_for_function("() => window.circuitViewers && window.circuitViewers.length === 1")
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            ready = page.evaluate("() => performance.getEntriesByName('viewer-ready')[0].startTime")
+            dcl = page.evaluate("() => performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+            fit_ms = page.evaluate(FIT_JS)
+            frames = sorted(page.evaluate(PAN_JS, args.pan_seconds))
+            drawn = page.evaluate("() => window.circuitViewers[0].drawnEdges()")
+            shown = page.evaluate("() => window.circuitViewers[0].boxes().length")
+            results.append({
+                "nodes": len(circuit["nodes"]), "links": len(circuit["links"]),
+                "drawn_nodes": shown, "drawn_edges": drawn,
+                "write_page_s": round(write_s, 2), "page_mb": round(len(page_html.encode()) / 1e6, 2),
+                "ready_ms": round(ready), "dom_content_loaded_ms": round(dcl),
+                "load_cpu_ms": round(1000 * metrics.get("ProcessTime", float("nan"))),
+                "load_script_ms": round(1000 * metrics.get("ScriptDuration", float("nan"))),
+                "fit_ms": round(fit_ms, 1),
+                "pan_frame_ms_median": round(frames[len(frames) // 2], 1) if frames else None,
+                "pan_frame_ms_p95": round(frames[int(0.95 * (len(frames) - 1))], 1) if frames else None,
+                "pan_frames": len(frames),
+            })
+            print(json.dumps(results[-1]), file=sys.stderr)
+            page.close()
+        browser.close()
+    print(json.dumps({"benchmark": "viewer", "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
