@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from sparsecircuits.report.html import render_compare  # noqa: F401 - fail early if the package is broken
     from sparsecircuits.report.html import CircuitEntry, RunData, render_circuit
     from sparsecircuits.report.synthetic import synthetic_circuit
 

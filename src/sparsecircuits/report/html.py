@@ -34,7 +34,7 @@ from ..circuit_sizes import size_summary, upgrade_circuit_json
 from ..errors import UserError
 from ..io import atomic_path, read_json
 from .graph import circuit_view, normalize_circuit  # noqa: F401 - normalize_circuit is part of the API
-from .values import _finite, _int, _num, json_for_script, visible_token  # noqa: F401
+from .values import _finite, _int, _num, json_for_script
 
 REPORT_DIR = "report"
 INDEX = "index.html"
