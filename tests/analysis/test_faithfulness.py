@@ -135,7 +135,7 @@ def test_random_keeps_match_composition():
 
 
 def test_write_checks_merges_and_table(tmp_path):
-    path = tmp_path / "circuit.json"
+    path = tmp_path / "partial.json"  # a stub, not a full circuit file (those are schema-checked)
     path.write_text(json.dumps({"schema_version": 1, "nodes": [], "checks": {"old": {"value": 1.0}}}))
     checks = {"necessity": {"value": 0.7, "threshold": 0.6, "verdict": "pass", "detail": "ok"},
               "node_roles": {"value": float("nan"), "threshold": 0.1, "verdict": "flag", "detail": "bad"}}

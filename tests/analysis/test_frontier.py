@@ -42,7 +42,7 @@ def test_smoke_grid_writes_frontier_json_and_plots(smoke):
         assert m["training"] == "trained" and math.isfinite(m["val_loss"])
         assert (smoke / m["name"] / "model.safetensors").is_file()
         task = m["tasks"]["single_double_quote"]
-        assert set(task["targets"]) == {"0.3", "0.7"}
+        assert set(task["targets"]) == {"0.3", "1.4"}
         for t in task["targets"].values():
             assert {"nodes", "edges", "met"} <= set(t)
             assert (t["nodes"] is None) == (not t["met"])
@@ -50,11 +50,11 @@ def test_smoke_grid_writes_frontier_json_and_plots(smoke):
     sparse = [m for m in res["models"] if m["density"] < 1.0]
     assert all(m["nonzeros"] == m["sparse_params"] for m in dense)
     assert all(m["nonzeros"] < 0.3 * m["sparse_params"] for m in sparse)  # density 1/4
-    s07 = res["summary"]["0.7"]
-    # untrained toy models: the target 0.7 (just above chance) is met by empty circuits,
+    s07 = res["summary"]["1.4"]
+    # untrained toy models: the target 1.4 (just above chance, 2 ln 2 per pair) is met by empty circuits,
     # which the summary sets aside as trivial; any non-empty ones give a dense/sparse ratio
     if s07["trivial_tasks"] == ["single_double_quote"]:
-        assert s07["dense_over_sparse"] == {} and all(m["geomean"]["0.7"]["edges"] is None for m in res["models"])
+        assert s07["dense_over_sparse"] == {} and all(m["geomean"]["1.4"]["edges"] is None for m in res["models"])
     else:
         assert "1/4" in s07["dense_over_sparse"]
     assert res["summary"]["0.3"]["dense_over_sparse"] == {}  # out of reach for every model
