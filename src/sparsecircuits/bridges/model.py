@@ -14,7 +14,6 @@ KL(y^d || sparse tail from f_i(h^d_i)) + KL(y^d || dense tail from g_i(h^s_i)).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..io import atomic_path, atomic_write_json, read_json
+from ..io import atomic_path, atomic_write_json, file_sha256, read_json
 from ..model.gpt import GPT, abstopk
 
 BRIDGE_JSON = "bridge.json"
@@ -156,12 +155,7 @@ def bridge_terms(dense: GPT, sparse: GPT, bridges: Bridges, tokens: torch.Tensor
     return BridgeTerms(y_d, y_s, enc_err, dec_err, kl_ds, kl_sd)
 
 
-def weights_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+weights_sha256 = file_sha256
 
 
 def write_bridge_json(run_dir: Path, dense_dir: Path, spec: BridgeSpec) -> None:

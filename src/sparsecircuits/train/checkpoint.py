@@ -17,7 +17,6 @@ save.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from ..io import file_sha256
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -41,12 +41,7 @@ _NAME = re.compile(r"^step_(\d{7,})$")
 SLOW_SAVE_ENV = "SPARSECIRCUITS_TEST_SLOW_SAVE"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = file_sha256
 
 
 def pack_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
