@@ -6,6 +6,7 @@ each into a fresh model and optimizer and compare, then take one more step on bo
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -46,9 +47,12 @@ def _fresh(seed: int):
 
 
 def _trained():
+    """Two AdamW steps; the embedding (first in its group) is frozen, so it has no state."""
     model, opt = _fresh(0)
+    model.wte.weight.requires_grad_(False)
     for _ in range(2):
         _step(model, opt)
+    model.wte.weight.requires_grad_(True)
     return model, opt
 
 
@@ -62,10 +66,10 @@ def test_pack_then_unpack_restores_weights_moments_and_rng():
     for (name, p), (_, p2) in zip(model.named_parameters(), model2.named_parameters()):
         assert torch.equal(p, p2), name
         st, st2 = opt.state[p], opt2.state[p2]
-        assert set(st) == set(st2) == {"step", "exp_avg", "exp_avg_sq"}, name
+        assert set(st) == set(st2) == (set() if name == "wte.weight" else {"step", "exp_avg", "exp_avg_sq"}), name
         for key in st:
             assert torch.equal(st[key], st2[key]), (name, key)
-    assert float(opt2.state[next(model2.parameters())]["step"]) == 2.0
+    assert float(opt2.state[model2.lm_head.weight]["step"]) == 2.0
     # and the next step is the same step
     _step(model, opt)
     _step(model2, opt2)
@@ -129,7 +133,18 @@ def test_the_hint_names_the_newest_intact_older_checkpoint(tmp_path):
     _damage(first)
     with pytest.raises(UserError) as exc:
         load_latest(root)
-    assert "intact" not in str(exc.value)
+    assert str(exc.value) == f"checkpoint {third} is corrupt or truncated: checksum mismatch"  # no hint
+
+
+def test_a_tensor_file_that_matches_its_checksum_but_is_not_safetensors(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpts", 3, {"w": torch.zeros(2)}, {})
+    (path / STATE_TENSORS).write_bytes(b"not a safetensors file")
+    meta = json.loads((path / STATE_JSON).read_text())
+    meta["tensors_sha256"] = hashlib.sha256(b"not a safetensors file").hexdigest()
+    (path / STATE_JSON).write_text(json.dumps(meta))
+    with pytest.raises(UserError) as exc:
+        load_checkpoint(path)
+    assert str(exc.value).startswith(f"checkpoint {path} is corrupt: ")
 
 
 @pytest.mark.parametrize("state", [{"tokens": 3}, [1, 2], {"step": "7"}])
