@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from sparsecircuits.report.html import CircuitEntry, RunData, render_circuit
+    from sparsecircuits.report.loading import CircuitEntry, RunData
+    from sparsecircuits.report.pages import render_circuit
     from sparsecircuits.report.synthetic import synthetic_circuit
 
     results = []

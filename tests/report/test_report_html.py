@@ -13,8 +13,10 @@ from report_fixtures import HOSTILE_CONFIG, IMG_TOKEN, SCRIPT_TOKEN, quote_circu
 
 from sparsecircuits.cli import main
 from sparsecircuits.errors import UserError
-from sparsecircuits.report import html as report_html
-from sparsecircuits.report.html import json_for_script, write_report
+from sparsecircuits.report import frame
+from sparsecircuits.report.graph import normalize_circuit
+from sparsecircuits.report.html import write_report
+from sparsecircuits.report.values import json_for_script
 
 DATA_RE = re.compile(r'<script type="application/json" id="circuit-data">(.*?)</script>', re.S)
 
@@ -153,18 +155,18 @@ def test_csp_allows_exactly_the_inline_script(run_dir):
 
 
 def test_script_never_parses_data_as_html():
-    js = (Path(report_html.__file__).parent / "static" / "report.js").read_text()
+    js = (Path(frame.__file__).parent / "static" / "report.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in js, sink
     # The whole inlined script, graph library included: nothing the CSP would have to allow.
-    whole = report_html.viewer_script()
+    whole = frame.viewer_script()
     for sink in ("eval(", "new Function", "</script", "<!--", "importScripts", "XMLHttpRequest", "fetch("):
         assert sink not in whole, sink
 
 
 def test_vendored_library_matches_its_pin():
     """The inlined graph library is the file the pinned npm package ships (web/vendor.mjs)."""
-    vendor = Path(report_html.__file__).parent / "static" / "vendor"
+    vendor = Path(frame.__file__).parent / "static" / "vendor"
     manifest = json.loads((vendor / "manifest.json").read_text())
     lock = json.loads((Path(__file__).parents[2] / "web" / "package-lock.json").read_text())
     for name, entry in manifest.items():
@@ -172,7 +174,7 @@ def test_vendored_library_matches_its_pin():
         assert hashlib.sha256(code).hexdigest() == entry["sha256"], name
         assert lock["packages"][f"node_modules/{name}"]["version"] == entry["version"], name
         assert "Permission is hereby granted" in (vendor / entry["license"]).read_text()
-    assert report_html.VENDOR_SCRIPTS == tuple(f"vendor/{e['file']}" for e in manifest.values())
+    assert frame.VENDOR_SCRIPTS == tuple(f"vendor/{e['file']}" for e in manifest.values())
 
 
 def test_broken_inputs_are_reported_not_fatal(run_dir):
@@ -220,7 +222,7 @@ def test_normalize_fills_layer_and_head_when_missing():
             "nodes": [{"id": "blocks.2.attn.hook_q:37", "site": "q"}, {"id": "blocks.2.attn.hook_q:37", "site": "q"},
                       {"id": "unembed:5", "site": "logit", "token": " is"}],
             "links": [{"source": "blocks.2.attn.hook_q:37", "target": "unembed:5", "weight": float("nan")}]}
-    nodes, links, problems = report_html.normalize_circuit(data)
+    nodes, links, problems = normalize_circuit(data)
     q = nodes[0]
     assert (q["layer"], q["index"], q["head"], q["hook"]) == (2, 37, 2, "blocks.2.attn.hook_q")
     assert q["label"] == "q37"

@@ -1,8 +1,8 @@
 """Untrusted values from a run's JSON files, made safe for the report's pages and script.
 
-Shared by the page writer (``html.py``) and the circuit graph (``graph.py``): numbers
-that may be strings, NaN or booleans; tokens with invisible whitespace; JSON that must not
-be able to end the ``<script>`` block it sits in.
+Shared by the page writers (``format.py``, ``pages.py``, ``charts.py``) and the circuit
+graph (``graph.py``): numbers that may be strings, NaN or booleans; tokens with invisible
+whitespace; JSON that must not be able to end the ``<script>`` block it sits in.
 """
 from __future__ import annotations
 
