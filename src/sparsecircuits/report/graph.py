@@ -22,6 +22,7 @@ Token nodes keep a position in an outer column for when a group is unfolded.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import igraph
@@ -272,13 +273,28 @@ def _band_label(band: int) -> str:
     return {_EMBED_BAND: "embedding", _LOGIT_BAND: "answer logits", _UNKNOWN_BAND: "layer ?"}.get(band, f"layer {band}")
 
 
-def layout_circuit(nodes: list[dict], links: list[list], groups: list[dict],
-                   folded: dict[str, bool]) -> dict:
-    """Positions (box centres) for nodes and groups, plus the decorations: layer bands,
-    column titles and head boxes. Returns the ``layout`` part of the page's data."""
-    items: list[tuple[str, int]] = [("n", i) for i in range(len(nodes))] + [("g", k) for k in range(len(groups))]
-    key_of: dict[tuple[str, int], tuple[int, int]] = {}
-    width_of: dict[tuple[str, int], int] = {}
+Item = tuple[str, int]  # ("n", node index) or ("g", group index)
+Key = tuple[int, int]  # (layer band, column within it)
+
+
+@dataclass
+class _Columns:
+    """Every node and group with its column key and box width; ``keys`` in drawing order."""
+
+    items: list[Item]
+    key_of: dict[Item, Key]
+    width_of: dict[Item, int]
+    keys: list[Key]
+    col: dict[Key, int]  # key -> column number, left to right
+
+    def is_heads(self, key: Key) -> bool:
+        return key[1] == _HEADS_COL and key[0] not in (_EMBED_BAND, _LOGIT_BAND)
+
+
+def _columns(nodes: list[dict], groups: list[dict], folded: dict[str, bool]) -> _Columns:
+    items: list[Item] = [("n", i) for i in range(len(nodes))] + [("g", k) for k in range(len(groups))]
+    key_of: dict[Item, Key] = {}
+    width_of: dict[Item, int] = {}
     for it in items:
         if it[0] == "n":
             key_of[it], width_of[it] = _node_key(nodes[it[1]], folded), _width(nodes[it[1]])
@@ -287,25 +303,28 @@ def layout_circuit(nodes: list[dict], links: list[list], groups: list[dict],
             key_of[it] = (_EMBED_BAND, 1) if g["side"] == "embed" else (_LOGIT_BAND, 0)
             width_of[it] = GROUP_W
     keys = sorted(set(key_of.values()))
-    col = {k: c for c, k in enumerate(keys)}
-    # Tokens of a folded side are placed after the others, next to the reads/writes they feed.
-    late = {("n", i) for i, n in enumerate(nodes) if n["site"] in IO_SITES and folded.get(n["site"])}
-    core = [it for it in items if it not in late]
+    return _Columns(items, key_of, width_of, keys, {k: c for c, k in enumerate(keys)})
+
+
+def _layered_heights(cols: _Columns, links: list[list], groups: list[dict],
+                     core: list[Item]) -> dict[Item, float]:
+    """Where igraph's layered (Sugiyama) layout puts each ``core`` item along its column,
+    in layout units, with one column per layer of the layered graph."""
     vid = {it: v for v, it in enumerate(core)}
-    layers = [col[key_of[it]] for it in core]
+    layers = [cols.col[cols.key_of[it]] for it in core]
     edges: list[tuple[int, int]] = []
     weights: list[float] = []
     chain: dict[tuple[int, int], int] = {}
 
-    def add(a: tuple[str, int], b: tuple[str, int], w: float) -> None:
+    def add(a: Item, b: Item, w: float) -> None:
         """An edge, through one dummy vertex per skipped column, shared by all long edges
         of the same source (so a write feeding ten later reads adds one chain, not ten)."""
-        if a not in vid or b not in vid or col[key_of[a]] == col[key_of[b]]:
+        if a not in vid or b not in vid or cols.col[cols.key_of[a]] == cols.col[cols.key_of[b]]:
             return
-        if col[key_of[a]] > col[key_of[b]]:
+        if cols.col[cols.key_of[a]] > cols.col[cols.key_of[b]]:
             a, b = b, a
         prev = vid[a]
-        for c in range(col[key_of[a]] + 1, col[key_of[b]]):
+        for c in range(cols.col[cols.key_of[a]] + 1, cols.col[cols.key_of[b]]):
             if (vid[a], c) not in chain:
                 chain[(vid[a], c)] = len(layers)
                 layers.append(c)
@@ -324,29 +343,35 @@ def layout_circuit(nodes: list[dict], links: list[list], groups: list[dict],
     # Fewer crossing-reduction sweeps on big graphs: about 2 s at 1,000 nodes and 10,000 links.
     sweeps = 100 if len(layers) < 3000 else 10
     coords = graph.layout_sugiyama(layers=layers, weights=weights or None, maxiter=sweeps).coords if core else []
-    want = {it: coords[v][0] for it, v in vid.items()}
+    return {it: coords[v][0] for it, v in vid.items()}
 
-    members: dict[tuple[int, int], list[tuple[str, int]]] = {k: [] for k in keys}
+
+def _pack_columns(cols: _Columns, nodes: list[dict], core: list[Item],
+                  want: dict[Item, float]) -> tuple[dict[Item, float], list[tuple[Key, list[Item]]]]:
+    """Each column's boxes in the layered order, packed without overlap; in the heads
+    column each head's q, k and v channels stay together in one box. Returns the heights
+    (graph pixels, not yet shifted) and the head boxes as (column key, members)."""
+    members: dict[Key, list[Item]] = {k: [] for k in cols.keys}
     for it in core:
-        members[key_of[it]].append(it)
+        members[cols.key_of[it]].append(it)
     # Squeeze the layered layout's spread (dummy vertices take room) to the tallest column.
     span = (max(want.values()) - min(want.values())) if want else 0.0
     tallest = max((len(m) for m in members.values()), default=1) * ROW
     scale = ROW * min(1.0, tallest / max(span * ROW, 1.0))
-    pos: dict[tuple[str, int], float] = {}
-    head_groups: list[tuple[tuple[int, int], list[tuple[str, int]]]] = []
+    pos: dict[Item, float] = {}
+    head_groups: list[tuple[Key, list[Item]]] = []
     box_gap = ROW + 2 * HEAD_PAD + HEAD_LABEL + HEAD_GAP
-    for key in keys:
+    for key in cols.keys:
         its = members[key]
         if not its:
             continue
-        if key[1] == _HEADS_COL and key[0] not in (_EMBED_BAND, _LOGIT_BAND):
-            by_head: dict[Any, list[tuple[str, int]]] = {}
+        if cols.is_heads(key):
+            by_head: dict[Any, list[Item]] = {}
             for it in its:
                 h = nodes[it[1]]["head"]
                 by_head.setdefault(h if h is not None else ("?", it), []).append(it)
             blocks = sorted(by_head.values(), key=lambda b: (sum(want[i] for i in b) / len(b), b[0]))
-            order: list[tuple[str, int]] = []
+            order: list[Item] = []
             gaps: list[float] = []
             for b in blocks:
                 b.sort(key=lambda it: (_QKV_ORDER.get(nodes[it[1]]["site"], 3), want[it], it))
@@ -360,47 +385,56 @@ def layout_circuit(nodes: list[dict], links: list[list], groups: list[dict],
             gaps = [ROW] * (len(order) - 1)
         for it, y in zip(order, _pack([want[it] * scale for it in order], gaps)):
             pos[it] = y
-    # Folded tokens: near the weighted mean of the reads (writes) they link to.
-    pull: dict[tuple[str, int], list[float]] = {it: [0.0, 0.0] for it in late}  # [sum w*y, sum w]
+    return pos, head_groups
+
+
+def _place_folded_tokens(cols: _Columns, links: list[list], late: set[Item], pos: dict[Item, float]) -> None:
+    """Tokens of a folded side go near the weighted mean of the reads (writes) they link
+    to, packed in their own column; adds them to ``pos``."""
+    pull: dict[Item, list[float]] = {it: [0.0, 0.0] for it in late}  # [sum w*y, sum w]
     for s, t, w, _k in links:
         for a, b in ((("n", s), ("n", t)), (("n", t), ("n", s))):
             if a in pull and b in pos:
                 pull[a][0] += pos[b] * (abs(w) + 1e-6)
                 pull[a][1] += abs(w) + 1e-6
     late_want = {it: (acc / tot if tot else 0.0) for it, (acc, tot) in pull.items()}
-    for key in keys:
-        its = sorted((it for it in late if key_of[it] == key), key=lambda it: (late_want[it], it))
+    for key in cols.keys:
+        its = sorted((it for it in late if cols.key_of[it] == key), key=lambda it: (late_want[it], it))
         for it, y in zip(its, _pack([late_want[it] for it in its], [ROW] * (len(its) - 1))):
             pos[it] = y
-    shift = TOP + ROW / 2 - min(pos.values(), default=0.0)
-    for it in pos:
-        pos[it] += shift
-    # Columns left to right, a wider gap between layers.
-    xs: dict[tuple[int, int], float] = {}
-    cwidth: dict[tuple[int, int], float] = {}
+
+
+def _column_xs(cols: _Columns) -> tuple[dict[Key, float], dict[Key, float], float]:
+    """Column centres and widths left to right, a wider gap between layers; and the total width."""
+    xs: dict[Key, float] = {}
+    cwidth: dict[Key, float] = {}
     x, prev = float(PAD), None
-    for key in keys:
-        w = max(width_of[it] for it in items if key_of[it] == key)
-        w += 2 * HEAD_PAD if key[1] == _HEADS_COL and key[0] not in (_EMBED_BAND, _LOGIT_BAND) else 0
+    for key in cols.keys:
+        w = max(cols.width_of[it] for it in cols.items if cols.key_of[it] == key)
+        w += 2 * HEAD_PAD if cols.is_heads(key) else 0
         if prev is not None and key[0] != prev:
             x += LAYER_GAP
         xs[key], cwidth[key] = x + w / 2, w
         x += w + COL_GAP
         prev = key[0]
-    width = x - COL_GAP + PAD
-    height = max(pos.values(), default=TOP) + ROW / 2 + PAD
-    for i, n in enumerate(nodes):
-        n["x"], n["y"], n["w"] = round(xs[key_of[("n", i)]], 1), round(pos[("n", i)], 1), width_of[("n", i)]
-    for k, g in enumerate(groups):
-        g["x"], g["y"], g["w"] = round(xs[key_of[("g", k)]], 1), round(pos[("g", k)], 1), GROUP_W
-    bands: dict[int, list[tuple[int, int]]] = {}
+    return xs, cwidth, x - COL_GAP + PAD
+
+
+def _bands(keys: list[Key], xs: dict[Key, float], cwidth: dict[Key, float]) -> list[dict]:
+    """One labelled horizontal extent per layer band (embedding, each layer, answer logits)."""
+    bands: dict[int, list[Key]] = {}
     for key in keys:
         bands.setdefault(key[0], []).append(key)
-    band_list = []
+    out = []
     for band, ks in bands.items():
         x0 = min(xs[k] - cwidth[k] / 2 for k in ks) - COL_GAP / 2 + 6
         x1 = max(xs[k] + cwidth[k] / 2 for k in ks) + COL_GAP / 2 - 6
-        band_list.append({"x0": round(x0, 1), "x1": round(x1, 1), "label": _band_label(band)})
+        out.append({"x0": round(x0, 1), "x1": round(x1, 1), "label": _band_label(band)})
+    return out
+
+
+def _head_boxes(head_groups: list[tuple[Key, list[Item]]], nodes: list[dict], pos: dict[Item, float],
+                xs: dict[Key, float], cwidth: dict[Key, float]) -> list[dict]:
     heads = []
     for key, b in head_groups:
         ys = [pos[it] for it in b]
@@ -409,9 +443,32 @@ def layout_circuit(nodes: list[dict], links: list[list], groups: list[dict],
                       "y0": round(min(ys) - ROW / 2 - HEAD_LABEL - HEAD_PAD + 2, 1),
                       "y1": round(max(ys) + ROW / 2 + HEAD_PAD - 2, 1),
                       "label": f"L{key[0]} head {h}" if h is not None else "head ?"})
+    return heads
+
+
+def layout_circuit(nodes: list[dict], links: list[list], groups: list[dict],
+                   folded: dict[str, bool]) -> dict:
+    """Positions (box centres) for nodes and groups, plus the decorations: layer bands,
+    column titles and head boxes. Returns the ``layout`` part of the page's data."""
+    cols = _columns(nodes, groups, folded)
+    # Tokens of a folded side are placed after the others, next to the reads/writes they feed.
+    late = {("n", i) for i, n in enumerate(nodes) if n["site"] in IO_SITES and folded.get(n["site"])}
+    core = [it for it in cols.items if it not in late]
+    want = _layered_heights(cols, links, groups, core)
+    pos, head_groups = _pack_columns(cols, nodes, core, want)
+    _place_folded_tokens(cols, links, late, pos)
+    shift = TOP + ROW / 2 - min(pos.values(), default=0.0)
+    for it in pos:
+        pos[it] += shift
+    xs, cwidth, width = _column_xs(cols)
+    height = max(pos.values(), default=TOP) + ROW / 2 + PAD
+    for i, n in enumerate(nodes):
+        n["x"], n["y"], n["w"] = round(xs[cols.key_of[("n", i)]], 1), round(pos[("n", i)], 1), cols.width_of[("n", i)]
+    for k, g in enumerate(groups):
+        g["x"], g["y"], g["w"] = round(xs[cols.key_of[("g", k)]], 1), round(pos[("g", k)], 1), GROUP_W
     return {"width": round(width, 1), "height": round(height, 1), "node_h": NODE_H,
-            "columns": [{"x": round(xs[k], 1), "title": _column_title(k, folded)} for k in keys],
-            "bands": band_list, "heads": heads}
+            "columns": [{"x": round(xs[k], 1), "title": _column_title(k, folded)} for k in cols.keys],
+            "bands": _bands(cols.keys, xs, cwidth), "heads": _head_boxes(head_groups, nodes, pos, xs, cwidth)}
 
 
 def circuit_view(data: dict) -> tuple[dict, list[str]]:
