@@ -55,6 +55,8 @@ per-head divergences, the length table).  ``run_checks`` returns them by name.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from dataclasses import asdict
@@ -372,40 +374,39 @@ def check_random_baseline(ctx: _Ctx) -> dict:
                    {"random_losses": losses, "median": med})
 
 
-def _settings_match(a: dict, b: dict) -> bool:
-    keys = ("target_loss", "ablation", "steps", "k_coefs", "n_train", "n_test")
-    return all(a.get(k) == b.get(k) for k in keys)
-
-
-def _older_than_weights(path: Path, run) -> bool:
-    """A cached circuit written before the run's weights belongs to an earlier model."""
-    w = Path(run.path) / "model.safetensors"
-    return w.is_file() and path.stat().st_mtime_ns < w.stat().st_mtime_ns
+def _control_name(control) -> str:
+    """The name a nonsense control is cached under: its task name, or for a list of items
+    a digest of them, so that two controls never share a cached circuit."""
+    if isinstance(control, str):
+        return control
+    text = json.dumps([asdict(x) for x in control], sort_keys=True)
+    return "custom-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _control_circuit(ctx: _Ctx, progress: bool) -> Circuit:
     """The nonsense task pruned with the circuit's own settings (cached in the run dir)."""
     from ..circuits.prune import PruneSettings, prune
+    from ..rundir import RunDir, circuit_key
 
     s = {**asdict(PruneSettings()), **ctx.settings}
     s["target_loss"] = ctx.target
     s["ablation"] = ctx.ablation
     control = ctx.control if ctx.control is not None else CONTROL_TASK
-    name = control if isinstance(control, str) else CONTROL_TASK
-    path = Path(ctx.run.path) / "circuits" / name / "circuit.json" if ctx.run.path else None
-    want = {k: s[k] for k in ("target_loss", "ablation", "steps", "k_coefs", "n_train", "n_test")}
-    if path is not None and path.is_file() and not _older_than_weights(path, ctx.run):
-        try:
-            cached = Circuit.load(path)
-            if cached.seed == ctx.prune_seed and _settings_match(cached.settings, want):
-                return cached
-        except UserError:
-            pass
+    name = _control_name(control)
+    run_dir = RunDir(ctx.run.path) if ctx.run.path else None
+    path = run_dir.control(name) if run_dir is not None else None
+    if path is not None:
+        cached = run_dir.fresh_circuit(path, circuit_key(name, ctx.prune_seed, s))
+        if cached is not None:
+            try:
+                return Circuit.from_json(cached, source=str(path))
+            except UserError:
+                pass  # not a circuit after all: pruned again below and replaced
     means = ctx.baseline if ctx.ablation == "mean" else None
     circ = prune(ctx.run, control, target_loss=ctx.target, ablation=ctx.ablation, steps=int(s["steps"]),
                  seed=ctx.prune_seed, force=True, k_coefs=list(s["k_coefs"]), n_train=int(s["n_train"]),
                  n_test=int(s["n_test"]), progress=progress, name=name, means=means)
-    if path is not None and not path.exists() and Path(ctx.run.path).is_dir():
+    if path is not None and run_dir.path.is_dir():
         try:
             circ.save(path)
         except OSError:
