@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from sparsecircuits.errors import UserError
-from sparsecircuits.model.openai_format import import_openai
+from sparsecircuits.interop.openai import import_openai
 from sparsecircuits.run import load_run
 
 REPO = "openai/circuit-sparsity"

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sparsecircuits.config import RunConfig
 from sparsecircuits.errors import UserError
 from sparsecircuits.model.gpt import GPT
-from sparsecircuits.model.openai_format import export_openai, import_openai
+from sparsecircuits.interop.openai import export_openai, import_openai
 from sparsecircuits.run import load_weights
 
 
@@ -195,7 +195,7 @@ def test_exported_tied_unembed_shares_one_tensor(openai_folder, fmt, tmp_path):
 def test_our_run_exports_to_the_format_forward(our_run, fmt, tmp_path):
     """A run of ours (every option the format can express) -> their forward gives our logits."""
     from sparsecircuits.config import ModelConfig
-    from sparsecircuits.model.openai_format import OPENAI_NORM_EPS
+    from sparsecircuits.interop.openai import OPENAI_NORM_EPS
 
     mc = ModelConfig(vocab_size=53, n_layer=2, d_model=32, n_head=4, d_head=8, d_mlp=64, block_size=16,
                      pos_emb=True, attn_sink=True, bigram_table=True, afrac=0.25, final_logits_bias=True,

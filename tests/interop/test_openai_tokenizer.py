@@ -11,8 +11,9 @@ from collections import Counter
 
 import pytest
 
+from sparsecircuits.data.gpt2_bpe import TINYPYTHON_PATTERN, tokenizer_from_gpt2_files
+from sparsecircuits.data.tokenizer import EOT
 from sparsecircuits.errors import UserError
-from sparsecircuits.model.openai_format import EOT, TINYPYTHON_PATTERN, tokenizer_from_gpt2_files
 
 # tinypython's split pattern with \p{L} = [A-Za-z] and \p{N} = [0-9]: equal to it on ASCII text.
 ASCII_PATTERN = re.compile(

@@ -2,7 +2,7 @@
 
 The paper's models ship as ``beeg_config.json`` + ``final_model.pt``; importing one gives
 a run directory every other command accepts (eval, sample, prune, ...), and exporting a
-run gives a folder their public code loads. See ``sparsecircuits.model.openai_format``.
+run gives a folder their public code loads. See ``sparsecircuits.interop.openai``.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _source(args: argparse.Namespace) -> tuple[Path, dict | None, str]:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..model.openai_format import import_openai
+    from ..interop.openai import import_openai
 
     folder, provenance, name = _source(args)
     r = import_openai(folder, args.out, tokenizer=args.tokenizer, provenance=provenance)
@@ -90,7 +90,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..model.openai_format import export_openai
+    from ..interop.openai import export_openai
 
     r = export_openai(args.run_dir, args.out)
     _notes(r.notes)

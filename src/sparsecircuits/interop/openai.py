@@ -5,7 +5,7 @@ The paper's models ship as a folder holding ``beeg_config.json`` (the fields of 
 ``openai/circuit_sparsity`` repository, plus a few training-only keys) and
 ``final_model.pt`` (a ``torch.save``-d state dict with nanoGPT names). The tokenizer,
 ``tinypython_2k``, is a tiktoken byte-level BPE published separately as GPT-2-style
-``vocab.bpe`` + ``encoder.json``.
+``vocab.bpe`` + ``encoder.json`` (converted by ``data/gpt2_bpe.py``).
 
 Facts of that format's forward pass, all honoured here so logits match:
 
@@ -37,7 +37,6 @@ disabled-but-present positional embedding or logit bias), so a round trip is exa
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -49,22 +48,20 @@ from typing import Any
 import torch
 
 from ..config import ACTIVATION_SITES, ModelConfig, RunConfig
+from ..data.gpt2_bpe import tokenizer_from_gpt2_files
+from ..data.tokenizer import load_tokenizer
 from ..errors import UserError
 from ..io import umask, atomic_path, atomic_write_json, atomic_write_text, read_json
+from ..model.gpt import GPT
+from ..run import load_run
 
 CONFIG_FILE = "beeg_config.json"
 WEIGHTS_FILE = "final_model.pt"
 SIDECAR_FILE = "sparsecircuits.json"
 PROVENANCE_FILE = "imported_from.json"
-EOT = "<|endoftext|>"
 
 # torch.nn.RMSNorm(d) with eps=None uses the machine epsilon of the input's dtype.
 OPENAI_NORM_EPS = float(torch.finfo(torch.float32).eps)
-
-# tinypython_2k's pre-tokenizer regex (the tiktoken encoding's ``pat_str``).
-TINYPYTHON_PATTERN = (
-    r"""[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
 
 # The public GPTConfig's defaults, used for keys a beeg_config.json leaves out.
 GPTCONFIG_DEFAULTS: dict[str, Any] = {
@@ -292,8 +289,6 @@ def to_openai_name(name: str) -> str:
 
 def _meta_state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Our state-dict names and shapes for ``cfg``, without allocating any weights."""
-    from .gpt import GPT
-
     with torch.device("meta"):
         model = GPT(cfg)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -402,69 +397,12 @@ def state_dict_to_openai(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[
 
 
 # -- tokenizer -------------------------------------------------------------------------
-def tokenizer_from_gpt2_files(vocab_bpe: Path, encoder_json: Path, pattern: str = TINYPYTHON_PATTERN):
-    """GPT-2-style ``vocab.bpe`` + ``encoder.json`` -> a ``tokenizers`` byte-level BPE with
-    the same ids: the tinypython regex split, then the byte-to-character map GPT-2 and
-    tiktoken's data-gym loader share, then the merges; ``<|endoftext|>`` is special (its
-    id from encoder.json, else the next free id, 2047 for tinypython_2k).
-
-    tiktoken merges the adjacent pair whose result has the lowest id, ``tokenizers`` the
-    pair listed earliest in the merges; on a data-gym vocabulary these agree except on
-    a token reachable through a split the merges never list, which BPE training rarely makes.
-    """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    try:
-        vocab = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-        lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read the tokenizer files {vocab_bpe} / {encoder_json}: {exc}") from None
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise UserError(f"{encoder_json} must map token strings to integer ids")
-    merges: list[tuple[str, str]] = []
-    for n, line in enumerate(lines, 1):
-        if not line or (n == 1 and line.startswith("#version")):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2:
-            raise UserError(f"{vocab_bpe}:{n}: a merge must be two tokens separated by one space, got {line!r}")
-        merges.append((parts[0], parts[1]))
-    vocab = {k: v for k, v in vocab.items() if k != "<|startoftext|>"}  # tiktoken drops it too
-    ids = sorted(vocab.values())
-    if len(set(ids)) != len(ids):
-        raise UserError(f"{encoder_json}: two tokens share an id")
-    missing = [a + b for a, b in merges if a + b not in vocab]
-    if missing:
-        raise UserError(f"{encoder_json}: merge result(s) {missing[:3]} from {vocab_bpe} are not in the vocabulary")
-    eot_id = vocab.get(EOT, max(ids) + 1)
-    try:
-        tok = Tokenizer(models.BPE(vocab={**vocab, EOT: eot_id}, merges=merges))
-    except Exception as exc:  # tokenizers raises its own exception types
-        raise UserError(f"cannot build a tokenizer from {vocab_bpe} / {encoder_json}: {exc}") from None
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
-    return tok
-
-
-def _load_tokenizer_json(path: Path):
-    from tokenizers import Tokenizer
-
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises its own exception types
-        raise UserError(f"{path} is not a readable tokenizer.json: {str(exc).splitlines()[0][:200]}") from None
-
-
 def find_tokenizer(src_dir: Path, override: Path | None) -> tuple[Any, str] | tuple[None, None]:
     """The tokenizer for an import and where it came from: ``override`` (a tokenizer.json,
     or a folder holding one or vocab.bpe + encoder.json), else the same inside ``src_dir``."""
     def from_dir(d: Path):
         if (d / "tokenizer.json").is_file():
-            return _load_tokenizer_json(d / "tokenizer.json"), str(d / "tokenizer.json")
+            return load_tokenizer(d / "tokenizer.json"), str(d / "tokenizer.json")
         if (d / "vocab.bpe").is_file() and (d / "encoder.json").is_file():
             tok = tokenizer_from_gpt2_files(d / "vocab.bpe", d / "encoder.json")
             return tok, f"converted from {d / 'vocab.bpe'} + encoder.json"
@@ -472,7 +410,7 @@ def find_tokenizer(src_dir: Path, override: Path | None) -> tuple[Any, str] | tu
 
     if override is not None:
         if override.is_file():
-            return _load_tokenizer_json(override), str(override)
+            return load_tokenizer(override), str(override)
         if override.is_dir():
             tok, where = from_dir(override)
             if tok is None:
@@ -603,8 +541,6 @@ def _matrix_density(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[int,
 
 def _verify_loadable(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
     """Load into a weightless model, strictly, so a mismatch is caught before writing."""
-    from .gpt import GPT
-
     with torch.device("meta"):
         model = GPT(cfg)
     try:
@@ -621,35 +557,15 @@ def _save_safetensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, path: Path)
         save_file(tensors, str(tmp), metadata={"format": "sparsecircuits", "source": "openai/circuit_sparsity"})
 
 
-def _read_run_weights(run: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = run / "model.safetensors"
-    if not path.is_file():
-        raise UserError(f"{run} has no model.safetensors")
-    try:
-        sd = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"weights file {path} is unreadable: {exc}") from None
-    if cfg.tied_unembed and "wte.weight" in sd:
-        sd["lm_head.weight"] = sd["wte.weight"]
-    _verify_loadable(sd, cfg)
-    return sd
-
-
 def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> ExportResult:
     """Write a run in the released format: beeg_config.json, final_model.pt (a plain dict of
     tensors), our sidecar config, and the run's tokenizer.json."""
     run, out = Path(run_dir), Path(out_dir)
-    if not run.is_dir():
-        raise UserError(f"run directory not found: {run}")
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run directory (no config.json)")
+    loaded = load_run(run)
     _check_new_dir(out)
-    run_cfg = RunConfig.load(run / "config.json")
+    run_cfg = loaded.config
     cfg = run_cfg.model
-    ours = _read_run_weights(run, cfg)
+    ours = loaded.model.state_dict()  # a tied unembedding appears under both names
     nonzero, numel = _matrix_density(ours, cfg)
     beeg = config_to_openai(cfg, pfrac=nonzero / max(numel, 1))
     theirs = state_dict_to_openai(ours, cfg)
