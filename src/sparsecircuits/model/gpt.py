@@ -212,23 +212,57 @@ class GPT(HookedMixin, nn.Module):
                 nn.init.zeros_(p)
             # norm gains stay 1, sink logits stay 0
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) long -> logits (B, T, V)."""
+    def forward(self, input: torch.Tensor, *, start_at_layer: int | None = None, stop_at_layer: int | None = None,
+                tokens: torch.Tensor | None = None, last_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) long -> logits (B, T, V), or a part of that pass (TransformerLens's arguments).
+
+        ``start_at_layer=L``: ``input`` is the residual stream entering block ``L`` (B, T, D),
+        e.g. ``blocks.L.hook_resid_pre`` from a cache, and the embedding is skipped; a
+        model with a bigram table then needs the ``tokens`` too.  ``stop_at_layer=S``:
+        return the residual stream entering block ``S`` (B, T, D) instead of logits.  Both
+        index ``blocks`` as a slice does, so negative layers count from the end.
+        ``last_pos`` (B,): logits only at each row's position ``last_pos``, (B, V); the
+        final norm and the unembedding then run on those positions alone (a large share
+        of a small model's cost when only the next token after a prompt matters).
+        """
+        if start_at_layer is None:
+            tokens = input
+            x = self.embed(tokens)
+        else:
+            x = input  # (B, T, D)
+        for block in self.blocks[start_at_layer:stop_at_layer]:
+            x = block(x)
+        if stop_at_layer is not None:
+            return x  # (B, T, D)
+        return self.unembed(x, tokens, last_pos)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) long -> the residual stream entering block 0, (B, T, D)."""
         B, T = tokens.shape
         if T > self.cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
         x = self.wte(tokens)  # (B, T, D)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=tokens.device))
-        x = self.hook_embed(x)
-        for block in self.blocks:
-            x = block(x)
-        logits = self.lm_head(self.ln_final(x))  # (B, T, V)
+        return self.hook_embed(x)
+
+    def unembed(self, x: torch.Tensor, tokens: torch.Tensor | None = None,
+                last_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual stream after the last block (B, T, D) -> logits (B, T, V), or (B, V) at ``last_pos``."""
+        if self.bigram_table is not None and tokens is None:
+            raise ValueError("this model adds a bigram table to its logits: pass tokens= with start_at_layer")
+        if last_pos is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            last_pos = last_pos.to(x.device)
+            x = x[rows, last_pos][:, None, :]  # (B, 1, D)
+            if tokens is not None:
+                tokens = tokens[rows, last_pos][:, None]  # (B, 1)
+        logits = self.lm_head(self.ln_final(x))  # (B, T, V), or (B, 1, V)
         if self.final_logits_bias is not None:
             logits = logits + self.final_logits_bias
         if self.bigram_table is not None:
             logits = logits + self.bigram_table[tokens]
-        return logits
+        return logits if last_pos is None else logits[:, 0]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
