@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
 
+from sparsecircuits.circuit_sizes import geometric_mean
 from sparsecircuits.circuits.prune import prune
+from sparsecircuits.config import TARGET_LOSS
 from sparsecircuits.run import load_run
 
 VARIANTS = {
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--task", default="single_double_quote")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--seeds", default="0,1", help="comma-separated pruning seeds (the task items stay those of 0)")
-    ap.add_argument("--target-loss", type=float, default=0.15)
+    ap.add_argument("--target-loss", type=float, default=TARGET_LOSS)
     ap.add_argument("--ablation", default="mean", choices=("mean", "zero"))
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--force", action="store_true")
@@ -71,7 +72,7 @@ def main() -> None:
     summary = {}
     for variant in variants:
         met = [r["n_edges"] for r in rows if r["variant"] == variant and r["met"]]
-        gm = math.exp(sum(math.log(max(e, 1)) for e in met) / len(met)) if met else None
+        gm = geometric_mean(met)
         summary[variant] = {"geomean_edges_met": None if gm is None else round(gm, 1), "n_met": len(met),
                             "n": len(seeds)}
     print(json.dumps({"run": args.run_dir, "task": args.task, "target_loss": args.target_loss, "rows": rows,

@@ -22,6 +22,7 @@ import torch
 
 from sparsecircuits.circuits.prune import prune
 from sparsecircuits.circuits.search import DEFAULT_BATCH, search
+from sparsecircuits.config import TARGET_LOSS
 from sparsecircuits.errors import UserError
 from sparsecircuits.run import load_run
 
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--ray", default=None, help="Ray address for the trials")
     ap.add_argument("--batch", type=int, default=DEFAULT_BATCH)
-    ap.add_argument("--target-loss", type=float, default=0.15)
+    ap.add_argument("--target-loss", type=float, default=TARGET_LOSS)
     ap.add_argument("--ablation", default="mean", choices=("mean", "zero"))
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)

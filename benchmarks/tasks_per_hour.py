@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 from sparsecircuits import load_run
-from sparsecircuits.circuits.prune import MIN_ACCURACY
-from sparsecircuits.config import build_config
+from sparsecircuits.config import LEARNED_ACCURACY, build_config
 from sparsecircuits.data.leaks import find_leaks
 from sparsecircuits.tasks.evaluation import evaluate_suite
 from sparsecircuits.tasks.python_tasks import TASKS
@@ -66,7 +65,7 @@ def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: in
     # per-token losses of different tokenizers are not comparable; per byte of val text they are
     meta = json.loads((Path(run.config.data.data_dir) / "meta.json").read_text())
     per_byte = None if not val else val[-1] * meta["val_tokens"] / meta["val_bytes"]
-    learned = sorted(t for t, a in acc.items() if a >= MIN_ACCURACY)
+    learned = sorted(t for t, a in acc.items() if a >= LEARNED_ACCURACY)
     return {"preset": preset, "seed": seed, "density": run.config.train.density, "run": str(out),
             "training_minutes_wall": round(timing["wall_s"] / 60, 2),
             "training_minutes_cpu": None if timing.get("cpu_s") is None else round(timing["cpu_s"] / 60, 2),
@@ -103,7 +102,7 @@ def main() -> None:
                 print(f"{preset} seed {seed} density {row['density']:g}: {row['n_learned']}/20 learned, "
                       f"val {row['val_loss']:.3f}, {row['training_minutes_wall']} min wall "
                       f"({row['training_minutes_cpu']} CPU)", file=sys.stderr, flush=True)
-    print(json.dumps({"learned_at": MIN_ACCURACY, "cpu_count": os.cpu_count(), "runs": results,
+    print(json.dumps({"learned_at": LEARNED_ACCURACY, "cpu_count": os.cpu_count(), "runs": results,
                       "leak_check": leaks}, indent=2))
 
 

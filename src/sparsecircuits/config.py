@@ -14,20 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-
-ACTIVATION_SITES = (
-    "attn_in",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_out",
-    "mlp_in",
-    "mlp_neuron",
-    "mlp_out",
-)
+from .sites import ACTIVATION_SITES
 
 RESIDUAL_ACTIVATIONS = ("identity", "relu", "relu_sublayer")
 MLP_ACTIVATIONS = ("gelu", "relu")
+
+# The task loss a circuit must reach by default, in nats per pair (the two prompts'
+# binary cross-entropies summed; chance is 2 ln 2 = 1.386): the paper's target.
+TARGET_LOSS = 0.15
+# Test accuracy from which the full model counts as having learned a task: below it,
+# pruning refuses (unless forced) and the demo prunes only the tasks it must.
+LEARNED_ACCURACY = 0.80
 
 
 @dataclass

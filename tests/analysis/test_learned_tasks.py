@@ -31,7 +31,7 @@ import torch
 from sparsecircuits.analysis.faithfulness import circuit_from_keep, run_checks
 from sparsecircuits.circuits.nodes import NodeSet
 from sparsecircuits.cli import main
-from sparsecircuits.commands.prune import geometric_mean
+from sparsecircuits.circuit_sizes import geometric_mean
 from sparsecircuits.config import ModelConfig, RunConfig
 from sparsecircuits.model.gpt import GPT
 from sparsecircuits.tasks.python_tasks import get_task

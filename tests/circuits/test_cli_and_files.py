@@ -5,7 +5,7 @@ import pytest
 from circuit_fixtures import TOY_CIRCUIT, toy_examples
 from sparsecircuits.circuits import Circuit
 from sparsecircuits.cli import main
-from sparsecircuits.commands.prune import geometric_mean
+from sparsecircuits.circuit_sizes import geometric_mean
 from sparsecircuits.errors import UserError
 from sparsecircuits.tasks.base import write_jsonl_examples
 

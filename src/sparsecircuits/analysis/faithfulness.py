@@ -78,6 +78,7 @@ from ..circuits.circuit import (
 from ..circuits.graph import build_graph
 from ..circuits.masking import MaskedModel, ablation_baseline
 from ..circuits.nodes import NodeSet
+from ..config import TARGET_LOSS
 from ..errors import UserError
 from ..tasks.base import PROMPTS_PER_PAIR, TaskBatch, TaskExample, TaskItem, encode_examples
 
@@ -175,7 +176,7 @@ class ExamplesTask:
 
 def circuit_from_keep(run, keep: torch.Tensor, train_items: Sequence, task: str = "custom",
                       ablation: str = "mean", means: torch.Tensor | None = None,
-                      target_loss: float = 0.15) -> Circuit:
+                      target_loss: float = TARGET_LOSS) -> Circuit:
     """A ``Circuit`` for a hand-chosen node set, calibrated on ``train_items``.
 
     Lets the report card judge any node set (a hypothesis, a circuit from another tool),
@@ -232,7 +233,7 @@ class _Ctx:
         self.full = MaskedModel(self.model, None, self.nodes)
         s = dict(circuit.settings or {})
         self.settings = s
-        self.target = float(circuit.metrics.get("target_loss", s.get("target_loss", 0.15)))
+        self.target = float(circuit.metrics.get("target_loss", s.get("target_loss", TARGET_LOSS)))
         self.n_train = int(s.get("n_train", 256))
         self.n_test = int(s.get("n_test", 128))
         self.prune_seed = int(circuit.seed)
@@ -700,11 +701,8 @@ def write_checks(circuit_path: str | Path, checks: dict, merge: bool = True) -> 
     if not isinstance(obj, dict):
         raise UserError(f"{path}: malformed circuit JSON: expected a JSON object")
     old = obj.get("checks") if merge and isinstance(obj.get("checks"), dict) else {}
-    obj["checks"] = _jsonable({**old, **checks})
+    obj["checks"] = to_jsonable({**old, **checks})
     atomic_write_json(path, obj)
-
-
-_jsonable = to_jsonable  # one conversion for every JSON file we write
 
 
 __all__ = ["CHECK_NAMES", "ExamplesTask", "circuit_from_keep", "default_checks", "encode_items", "format_table",

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from ..config import TARGET_LOSS
 from ..tasks.base import binary_task_loss
 from .circuit import Circuit
 from .graph import count_edges
@@ -63,7 +64,7 @@ def attribution_candidate(ctx: _Context, s: PruneSettings) -> dict:
             "train_loss": prober.loss(k), "n_open": 1, "scores": scores}
 
 
-def prune_attribution(run, task, target_loss: float = 0.15, ablation: str = "mean", seed: int = 0,
+def prune_attribution(run, task, target_loss: float = TARGET_LOSS, ablation: str = "mean", seed: int = 0,
                       force: bool = False, n_train: int = 256, n_test: int = 128, name: str | None = None,
                       means: torch.Tensor | None = None, **overrides) -> Circuit:
     """``prune``'s contract with attribution scores instead of learned masks.

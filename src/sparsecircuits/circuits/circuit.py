@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from ..circuit_sizes import EDGE_COUNT, RECOMPUTED, link_counts, upgrade_metrics
 from ..io import to_jsonable
 from ..errors import UserError
+from ..sites import SITE_KINDS
 from ..tasks.base import binary_task_loss
 from .masking import MaskedModel, ablation_baseline
-from .nodes import SITE_KINDS, NodeSet
+from .nodes import NodeSet
 
 SCHEMA_VERSION = 1
 NODE_SITES = ("embed",) + SITE_KINDS + ("logit",)
@@ -228,7 +229,7 @@ class Circuit:
         from ..io import atomic_write_json
 
         path = Path(path)
-        atomic_write_json(path, _jsonable(self.to_json()))
+        atomic_write_json(path, to_jsonable(self.to_json()))
         return path
 
     @classmethod
@@ -293,9 +294,6 @@ class Circuit:
         if path.is_dir():
             path = path / "circuit.json"
         return cls.from_json(read_json(path, what="circuit file"), source=str(path))
-
-
-_jsonable = to_jsonable  # one conversion for every JSON file we write
 
 
 def encode_for_run(run, examples: Sequence, task_name: str = "custom"):

@@ -57,6 +57,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..config import LEARNED_ACCURACY, TARGET_LOSS
 from ..errors import UserError
 from ..tasks.base import binary_task_loss
 from .circuit import (
@@ -80,7 +81,6 @@ DEFAULT_BETA2 = 0.95  # the paper's (ours was 0.999: same circuits, see the docs
 DEFAULT_GRAD_CLIP = 1.0  # the paper clips; our mask gradients rarely reach 1
 LR_DECAYS = ("linear", "constant")
 SIZE_TARGETS = (0.05, 0.1, 0.15, 0.2, 0.3)
-MIN_ACCURACY = 0.8
 
 
 class NotLearnedError(UserError):
@@ -91,7 +91,7 @@ class NotLearnedError(UserError):
 class PruneSettings:
     """Every knob of a pruning run; stored in the circuit's ``metrics.settings``."""
 
-    target_loss: float = 0.15
+    target_loss: float = TARGET_LOSS
     ablation: str = "mean"
     steps: int = DEFAULT_STEPS
     k_coefs: list[float] = field(default_factory=lambda: list(DEFAULT_K_COEFS))
@@ -108,7 +108,7 @@ class PruneSettings:
     n_train: int = 256
     n_test: int = 128
     calibration_steps: int = 16
-    min_accuracy: float = MIN_ACCURACY
+    min_accuracy: float = LEARNED_ACCURACY
     curve_every: int = 10
     length_buckets: int = 4  # sub-batches per step, by prompt length (speed only)
     eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
@@ -376,7 +376,7 @@ class _Prober:
 # ---------------------------------------------------------------------------- main entry
 
 
-def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: int | None = None,
+def prune(run, task, target_loss: float = TARGET_LOSS, ablation: str = "mean", steps: int | None = None,
           seed: int = 0, force: bool = False, k_coefs: Sequence[float] | None = None,
           n_train: int = 256, n_test: int = 128, progress: bool = True, name: str | None = None,
           means: torch.Tensor | None = None, method: str = "learned", **overrides) -> Circuit:
@@ -407,7 +407,7 @@ def prune(run, task, target_loss: float = 0.15, ablation: str = "mean", steps: i
     return circuit
 
 
-def make_settings(target_loss: float = 0.15, ablation: str = "mean", steps: int | None = None,
+def make_settings(target_loss: float = TARGET_LOSS, ablation: str = "mean", steps: int | None = None,
                   k_coefs: Sequence[float] | None = None, n_train: int = 256, n_test: int = 128,
                   **overrides) -> PruneSettings:
     """Validated ``PruneSettings`` from ``prune()``'s keywords (shared with the search)."""

@@ -20,7 +20,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..circuit_sizes import geometric_mean, size_summary  # noqa: F401  (geometric_mean: re-exported)
+from ..circuit_sizes import size_summary
+from ..config import LEARNED_ACCURACY, TARGET_LOSS
 from ..errors import UserError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--tasks-file", type=Path, help="JSONL of {prompt, correct, incorrect} examples")
     which.add_argument("--all-tasks", action="store_true", help="prune every built-in task the model learned")
     p.add_argument("--name", help="name for a --tasks-file task (default: the file's stem)")
-    p.add_argument("--target-loss", type=float, default=0.15, help="task loss the circuit must reach (default 0.15)")
+    p.add_argument("--target-loss", type=float, default=TARGET_LOSS,
+                   help=f"task loss the circuit must reach (default {TARGET_LOSS})")
     p.add_argument("--ablation", choices=("mean", "zero", "resample"), default="mean",
                    help="how pruned nodes are replaced: node means, zero, or the pair's other prompt (resample)")
     p.add_argument("--method", choices=("learned", "attribution"), default="learned",
@@ -43,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per k_coef (default: built in)")
     p.add_argument("--k-coefs", default=None, help="comma-separated sparsity penalties to sweep")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="prune even if the model is below 80%% accurate")
+    p.add_argument("--force", action="store_true",
+                   help=f"prune even if the model is below {LEARNED_ACCURACY * 100:.0f}%% accurate")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads while pruning (default: torch's own; 1 is often faster on a busy machine)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

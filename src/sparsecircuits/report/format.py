@@ -10,7 +10,8 @@ import html
 import json
 from typing import Any, Iterable
 
-from .values import _finite, _num
+from ..io import to_jsonable
+from .values import _num
 
 
 def _e(value: Any) -> str:
@@ -87,7 +88,7 @@ def _value_html(v: Any) -> str:
     if isinstance(v, str):
         return f"<code>{_e(v)}</code>"
     if isinstance(v, (list, dict)):
-        return f"<code>{_e(json.dumps(_finite(v), ensure_ascii=False))}</code>"
+        return f"<code>{_e(json.dumps(to_jsonable(v), ensure_ascii=False))}</code>"
     return _e(_fmt(v) if isinstance(v, float) else ("null" if v is None else v))
 
 

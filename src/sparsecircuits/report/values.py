@@ -10,16 +10,7 @@ import json
 import math
 from typing import Any
 
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN and infinities by None: ``JSON.parse`` rejects them."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+from ..io import to_jsonable
 
 
 def json_for_script(obj: Any) -> str:
@@ -29,7 +20,7 @@ def json_for_script(obj: Any) -> str:
     mean the same thing, so ``</script>`` or ``<!--`` in a token cannot end the block.
     ``ensure_ascii`` also escapes U+2028/2029 and lone surrogates.
     """
-    text = json.dumps(_finite(obj), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(to_jsonable(obj), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
