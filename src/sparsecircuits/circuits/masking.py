@@ -170,22 +170,7 @@ class MaskedModel(nn.Module):
         if mask is not None and isinstance(self.baseline, Resample):
             sources = resample_sources(self.model, self.nodes, tokens, last_pos)
         hooks = [] if mask is None else self.hooks(mask, sources)
-        if last_pos is not None:
-            rows = torch.arange(tokens.shape[0], device=tokens.device)
-            lp = last_pos.to(tokens.device)
-
-            def only_last(x: torch.Tensor, hook) -> torch.Tensor:
-                return x[rows, lp][:, None, :]  # (B, 1, D)
-
-            hooks = hooks + [("ln_final.hook_normalized", only_last)]
-        logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
-        if last_pos is None:
-            return logits
-        if logits.shape[1] == 1:  # (B, 1, V)
-            return logits[:, 0]
-        # a bigram table broadcast the (B, 1, V) head output over T; position last_pos holds
-        # the head's logits plus the bigram row of the last token, as in the full forward
-        return logits[rows, lp]  # (B, V)
+        return self.model.run_with_hooks(tokens, fwd_hooks=hooks, last_pos=last_pos)
 
     def fixed(self, keep: torch.Tensor) -> "FixedMask":
         """A ``tokens -> logits`` module with this keep vector, for ``evaluate_task``."""
