@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from circuit_fixtures import TOY_CIRCUIT, toy_examples
+from ray_helpers import start_local_ray
 from sparsecircuits.circuits import search as search_mod
 from sparsecircuits.circuits.search import SPACE, SearchFailedError, best_trial, search, start_params
 from sparsecircuits.circuits.prune import PruneSettings
@@ -115,22 +116,9 @@ def test_processes_give_the_same_trials_as_one_process(toy_run):
     assert torch.equal(one.keep, two.keep)
 
 
-def _start_local_ray(ray) -> None:
-    """A one-CPU local Ray; on an overloaded machine its raylet can miss Ray's fixed 30 s start-up wait."""
-    for attempt in range(2):
-        try:
-            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-            return
-        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for a slow start
-            ray.shutdown()
-            if "timed out during startup" not in str(exc):
-                raise
-    pytest.skip("a local Ray node did not start within Ray's start-up wait (machine overloaded)")
-
-
 def test_search_on_a_local_ray_cluster(toy_run):
     ray = pytest.importorskip("ray")
-    _start_local_ray(ray)
+    start_local_ray(ray)
     try:
         c = search(toy_run, toy_examples(32), 2, batch=2, ray_address="auto", **FAST)
     finally:

@@ -464,12 +464,65 @@ def plot_frontier(models: list[dict], targets: Sequence[float], out: Path,
 # ---------------------------------------------------------------------------- entry point
 
 
+def train_model(point: GridPoint, out: Path, data_dir: Path, device: str, progress: bool = True) -> dict:
+    """Train (or reuse, or resume) one grid point; its ``frontier.json`` record, tasks empty.
+
+    Needs nothing but its arguments and the files under ``out`` and ``data_dir``, so it
+    runs the same in this process or as a Ray task on another machine.
+    """
+    return _train_and_load(point, out, data_dir, device, progress)[0]
+
+
+def _train_and_load(point: GridPoint, out: Path, data_dir: Path, device: str, progress: bool):
+    from ..run import load_run
+
+    t0 = time.perf_counter()
+    run_dir, how = ensure_trained(point, out, data_dir, progress)
+    t_train = time.perf_counter() - t0
+    run = load_run(run_dir, device=device)
+    nz, total = count_nonzeros(run.model)
+    rec = {"name": point.name, "density": point.density, "width": point.width, "n_layer": run.model.cfg.n_layer,
+           "nonzeros": nz, "sparse_params": total, "val_loss": val_loss(run_dir), "training": how,
+           "train_seconds": round(t_train, 1), "tasks": {}}
+    return rec, run
+
+
+def prune_model(run_dir: Path, task: str, targets: Sequence[float], settings: dict, force: bool, device: str,
+                progress: bool = True, run=None) -> dict:
+    """``prune_sizes`` of one trained model on one task, timed; loads the run unless given."""
+    from ..run import load_run
+
+    t0 = time.perf_counter()
+    if run is None:
+        run = load_run(run_dir, device=device)
+    r = prune_sizes(run, task, targets, settings, force, progress)
+    r["seconds"] = round(time.perf_counter() - t0, 1)
+    return r
+
+
+def task_line(task: str, r: dict) -> str:
+    return f"    {task}: " + (r["skipped"] if "skipped" in r else ", ".join(
+        f"{k}: {v['nodes']} nodes / {v['edges']} edges" if v["met"] else f"{k}: not met"
+        for k, v in r["targets"].items()) + (" (cached)" if r["cached"] else ""))
+
+
+def model_line(rec: dict) -> str:
+    val = "?" if rec["val_loss"] is None else f"{rec['val_loss']:.3f}"
+    return (f"    {rec['training']}, val loss {val}, {rec['nonzeros']}/{rec['sparse_params']} nonzero, "
+            f"{rec['seconds']:.0f} s")
+
+
 def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
              targets: Sequence[float] | None = None, data_dir: str | Path | None = None,
-             device: str | None = None, progress: bool = True, steps: int | None = None) -> dict:
-    """Train (or reuse) a grid of models, prune them, write ``frontier.json`` and plots."""
+             device: str | None = None, progress: bool = True, steps: int | None = None,
+             ray_address: str | None = None) -> dict:
+    """Train (or reuse) a grid of models, prune them, write ``frontier.json`` and plots.
+
+    With ``ray_address`` (``"local"`` for a Ray instance on this machine) every model is
+    trained, and every model and task pruned, as its own Ray task (``frontier_ray``);
+    ``frontier.json`` is the same as this process would write, timings aside.
+    """
     from ..io import atomic_write_json
-    from ..run import load_run
     from ..tasks.python_tasks import get_task
 
     if grid not in GRIDS:
@@ -492,30 +545,25 @@ def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
     data_dir = require_data_dir(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     points = grid_points(grid, device, steps)
-    models = []
+    load_device = device or g["train"].get("device", "cpu")
     t_all = time.perf_counter()
-    for i, p in enumerate(points, 1):
-        t0 = time.perf_counter()
-        _say(f"[{i}/{len(points)}] {p.name}: width {p.width}, density {density_label(p.density)}", progress)
-        run_dir, how = ensure_trained(p, out, data_dir, progress)
-        t_train = time.perf_counter() - t0
-        run = load_run(run_dir, device=device or g["train"].get("device", "cpu"))
-        nz, total = count_nonzeros(run.model)
-        rec = {"name": p.name, "density": p.density, "width": p.width, "n_layer": run.model.cfg.n_layer,
-               "nonzeros": nz, "sparse_params": total, "val_loss": val_loss(run_dir), "training": how,
-               "train_seconds": round(t_train, 1), "tasks": {}}
-        for task in tasks:
-            t1 = time.perf_counter()
-            r = prune_sizes(run, task, targets, dict(g["prune"]), g["force"], progress)
-            r["seconds"] = round(time.perf_counter() - t1, 1)
-            rec["tasks"][task] = r
-            _say(f"    {task}: " + (r["skipped"] if "skipped" in r else ", ".join(
-                f"{k}: {v['nodes']} nodes / {v['edges']} edges" if v["met"] else f"{k}: not met"
-                for k, v in r["targets"].items()) + (" (cached)" if r["cached"] else "")), progress)
-        rec["seconds"] = round(time.perf_counter() - t0, 1)
-        val = "?" if rec["val_loss"] is None else f"{rec['val_loss']:.3f}"
-        _say(f"    {how}, val loss {val}, {nz}/{total} nonzero, {rec['seconds']:.0f} s", progress)
-        models.append(rec)
+    if ray_address is not None:
+        from .frontier_ray import frontier_on_ray
+
+        models = frontier_on_ray(ray_address, points, out, data_dir, tasks, targets, dict(g["prune"]), g["force"],
+                                 load_device, progress)
+    else:
+        models = []
+        for i, p in enumerate(points, 1):
+            _say(f"[{i}/{len(points)}] {p.name}: width {p.width}, density {density_label(p.density)}", progress)
+            rec, run = _train_and_load(p, out, data_dir, load_device, progress)
+            for task in tasks:
+                rec["tasks"][task] = prune_model(out / p.name, task, targets, dict(g["prune"]), g["force"],
+                                                 load_device, progress, run=run)
+                _say(task_line(task, rec["tasks"][task]), progress)
+            rec["seconds"] = round(rec["train_seconds"] + sum(r["seconds"] for r in rec["tasks"].values()), 1)
+            _say(model_line(rec), progress)
+            models.append(rec)
     summary = summarize(models, tasks, targets)
     result = {"grid": grid, "tasks": tasks, "targets": targets, "data_dir": str(data_dir),
               "paper_ratio_edges": PAPER_RATIO, "models": models, "summary": summary,

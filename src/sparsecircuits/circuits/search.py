@@ -31,7 +31,6 @@ Choices:
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -242,28 +241,26 @@ class _Ray:
     """
 
     def __init__(self, job: _Job, address: str) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--ray needs Ray: pip install 'sparsecircuits[cluster]' (or: pip install ray)") from None
-        self.ray = ray
-        if not ray.is_initialized():
-            try:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise UserError(f"cannot connect to the Ray cluster at {address!r}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        self.job_ref = ray.put(job)
-        self.remote = ray.remote(num_cpus=1)(_ray_trial)
+        from ..cluster import connect
+
+        self.ray, _ = connect(address)
+        self.job_ref = self.ray.put(job)
+        self.remote = self.ray.remote(num_cpus=1)(_ray_trial)
 
     def run(self, calls: list[tuple[dict, int]], done: Callable[[dict], None]) -> list[dict]:
+        from ..cluster import raise_task_error
+
         ray = self.ray
         refs = [self.remote.remote(self.job_ref, params, seed) for params, seed in calls]
         pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            done(ray.get(ready[0]))
-        return ray.get(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done(ray.get(ready[0]))
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            raise_task_error(exc)
+            raise
 
     def close(self) -> None:
         pass
@@ -271,10 +268,9 @@ class _Ray:
 
 def default_jobs() -> int:
     """One worker per core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    from ..cluster import local_cpus
+
+    return local_cpus()
 
 
 # ---------------------------------------------------------------------------- the search

@@ -3,7 +3,8 @@
 Trains a grid of models over weight density and width (reusing finished ones, resuming
 interrupted ones), prunes each on the chosen tasks at several target losses, and writes
 ``DIR/frontier.json`` and ``DIR/frontier_edges.png`` / ``frontier_nodes.png``.  See
-``sparsecircuits.analysis.frontier`` for what is measured and how.
+``sparsecircuits.analysis.frontier`` for what is measured and how.  ``--ray [ADDRESS]``
+runs each training and each pruning as a Ray task (``analysis/frontier_ray.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: the grid's)")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps per model (default: the grid's; a longer budget learns more tasks)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="train and prune as Ray tasks, one per model and one per model and task, on the cluster "
+                        "at ADDRESS ('auto', 'HOST:6379', 'ray://HOST:10001'); without ADDRESS, a local Ray. "
+                        "--out and --data must be on a filesystem every node sees")
     p.add_argument("--no-progress", action="store_true", help="no per-model progress output")
     p.set_defaults(func=run)
 
@@ -45,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     targets = _floats(args.targets) if args.targets else None
-    if args.device and args.device.startswith("cuda"):
+    if args.device and args.device.startswith("cuda") and args.ray is None:  # on Ray, the workers' GPUs count
         import torch
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda was asked for, but no CUDA GPU is available")
     result = frontier(args.grid, args.out, tasks=tasks, targets=targets, data_dir=args.data,
-                      device=args.device, progress=not args.no_progress, steps=args.steps)
+                      device=args.device, progress=not args.no_progress, steps=args.steps, ray_address=args.ray)
     for line in ratio_lines(result):
         print(line)
     n_models = len(result["models"])
