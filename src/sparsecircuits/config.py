@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .sites import ACTIVATION_SITES
+
+ACTIVATION_SITES = (
+    "attn_in",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_out",
+    "mlp_in",
+    "mlp_neuron",
+    "mlp_out",
+)
 
 RESIDUAL_ACTIVATIONS = ("identity", "relu", "relu_sublayer")
 MLP_ACTIVATIONS = ("gelu", "relu")

@@ -45,8 +45,7 @@ from typing import Iterable
 import torch
 
 from ..circuit_sizes import EDGE_COUNT, counts_from_kinds
-from ..sites import READ_KINDS, WRITE_KINDS, hook_name
-from .nodes import NodeSet
+from .nodes import READ_KINDS, WRITE_KINDS, NodeSet, hook_name
 
 Edge = tuple[int, int, float]  # (source flat index, target flat index, weight)
 
