@@ -36,10 +36,10 @@ import copy
 import math
 from typing import Any, Iterable, Sequence
 
+from .sites import READ_KINDS, WRITE_KINDS
+
 EDGE_COUNT = "weights"
 RECOMPUTED = "recomputed"
-READ_SITES = ("attn_in", "mlp_in")
-WRITE_SITES = ("attn_out", "mlp_out")
 IO_SITES = ("embed", "logit")
 COUNT_KEYS = ("n_edges", "n_residual_links", "n_qk_pairs", "n_io_edges", "n_edges_with_io")
 # (source site, target site) of each weight matrix's entries
@@ -55,7 +55,7 @@ def link_kind(source_site: str | None, target_site: str | None) -> str:
         return "logit"
     if (source_site, target_site) in WEIGHT_PAIRS:
         return "weight"
-    if source_site in WRITE_SITES and target_site in READ_SITES:
+    if source_site in WRITE_KINDS and target_site in READ_KINDS:
         return "residual"
     if (source_site, target_site) == ("q", "k"):
         return "qk"

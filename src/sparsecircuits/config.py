@@ -14,17 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-
-ACTIVATION_SITES = (
-    "attn_in",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_out",
-    "mlp_in",
-    "mlp_neuron",
-    "mlp_out",
-)
+from .sites import ACTIVATION_SITES
 
 RESIDUAL_ACTIVATIONS = ("identity", "relu", "relu_sublayer")
 MLP_ACTIVATIONS = ("gelu", "relu")

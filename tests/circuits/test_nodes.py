@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from sparsecircuits.circuits.nodes import SITE_KINDS, NodeSet
+from sparsecircuits.circuits.nodes import NodeSet
 from sparsecircuits.config import ModelConfig
 from sparsecircuits.errors import UserError
 from sparsecircuits.model.gpt import GPT
+from sparsecircuits.sites import SITE_KINDS
 
 
 def test_layout_counts_every_site_of_cpu_small():

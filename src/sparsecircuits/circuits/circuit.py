@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from ..circuit_sizes import EDGE_COUNT, RECOMPUTED, link_counts, upgrade_metrics
 from ..io import to_jsonable
 from ..errors import UserError
+from ..sites import SITE_KINDS
 from ..tasks.base import binary_task_loss
 from .masking import MaskedModel, ablation_baseline
-from .nodes import SITE_KINDS, NodeSet
+from .nodes import NodeSet
 
 SCHEMA_VERSION = 1
 NODE_SITES = ("embed",) + SITE_KINDS + ("logit",)

@@ -45,7 +45,8 @@ from typing import Iterable
 import torch
 
 from ..circuit_sizes import EDGE_COUNT, counts_from_kinds
-from .nodes import READ_KINDS, WRITE_KINDS, NodeSet, hook_name
+from ..sites import READ_KINDS, WRITE_KINDS, hook_name
+from .nodes import NodeSet
 
 Edge = tuple[int, int, float]  # (source flat index, target flat index, weight)
 

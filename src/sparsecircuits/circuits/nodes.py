@@ -1,7 +1,8 @@
 """Every prunable node of a GPT, laid out in one flat vector (SPEC §4).
 
 A node is one channel at one hook point, named ``"<hook>:<index>"``
-(``blocks.1.attn.hook_q:17``).  Per layer ``i`` the sites are, in forward order:
+(``blocks.1.attn.hook_q:17``).  Per layer ``i`` the sites are, in forward order (their
+table is ``sites.py``):
 
 ===========  ==================================  ==============  =========================
 site         hook                                width           what one node is
@@ -28,27 +29,7 @@ from typing import Iterable
 import torch
 
 from ..errors import UserError
-
-SITE_KINDS = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out")
-READ_KINDS = ("attn_in", "mlp_in")
-WRITE_KINDS = ("attn_out", "mlp_out")
-QKV_KINDS = ("q", "k", "v")
-
-_HOOK_SUFFIX = {
-    "attn_in": "hook_attn_in",
-    "q": "attn.hook_q",
-    "k": "attn.hook_k",
-    "v": "attn.hook_v",
-    "attn_out": "hook_attn_out",
-    "mlp_in": "hook_mlp_in",
-    "neuron": "mlp.hook_post",
-    "mlp_out": "hook_mlp_out",
-}
-
-
-def hook_name(layer: int, kind: str) -> str:
-    """The hook point of a site: ``hook_name(1, "q") == "blocks.1.attn.hook_q"``."""
-    return f"blocks.{layer}.{_HOOK_SUFFIX[kind]}"
+from ..sites import QKV_KINDS, SITE_KINDS, hook_name, site_widths
 
 
 @dataclass(frozen=True)
@@ -75,10 +56,7 @@ class NodeSet:
 
     def __init__(self, n_layer: int, d_model: int, n_head: int, d_head: int, d_mlp: int) -> None:
         self.n_layer, self.d_model, self.n_head, self.d_head, self.d_mlp = n_layer, d_model, n_head, d_head, d_mlp
-        widths = {
-            "attn_in": d_model, "q": n_head * d_head, "k": n_head * d_head, "v": n_head * d_head,
-            "attn_out": d_model, "mlp_in": d_model, "neuron": d_mlp, "mlp_out": d_model,
-        }
+        widths = site_widths(self)
         self.sites: list[Site] = []
         start = 0
         for layer in range(n_layer):

@@ -47,13 +47,14 @@ from typing import Any
 
 import torch
 
-from ..config import ACTIVATION_SITES, ModelConfig, RunConfig
+from ..config import ModelConfig, RunConfig
 from ..data.gpt2_bpe import tokenizer_from_gpt2_files
 from ..data.tokenizer import load_tokenizer
 from ..errors import UserError
 from ..io import umask, atomic_path, atomic_write_json, atomic_write_text, read_json
 from ..model.gpt import GPT
 from ..run import load_run
+from ..sites import ACTIVATION_SITES, SITES, site_widths
 
 CONFIG_FILE = "beeg_config.json"
 WEIGHTS_FILE = "final_model.pt"
@@ -154,18 +155,12 @@ def parse_loctypes(text: str) -> list[str]:
     return [s for s in ACTIVATION_SITES if s in names]  # canonical order, no duplicates
 
 
-def site_widths(cfg: ModelConfig) -> dict[str, int]:
-    inner = cfg.n_head * cfg.d_head
-    return {"attn_in": cfg.d_model, "attn_q": inner, "attn_k": inner, "attn_v": inner,
-            "attn_out": cfg.d_model, "mlp_in": cfg.d_model, "mlp_neuron": cfg.d_mlp,
-            "mlp_out": cfg.d_model}
-
-
 def _check_k_positive(cfg: ModelConfig, where: str) -> None:
     """The format keeps ``int(afrac * width)`` entries, which may be 0; ours keeps at least 1."""
     if cfg.afrac >= 1.0:
         return
-    empty = [s for s, w in site_widths(cfg).items() if s in cfg.afrac_sites and int(cfg.afrac * w) == 0]
+    widths = site_widths(cfg)
+    empty = [s.switch for s in SITES if s.switch in cfg.afrac_sites and int(cfg.afrac * widths[s.kind]) == 0]
     if empty:
         raise UserError(f"{where}: afrac={cfg.afrac} keeps no entries at site(s) {empty}; not supported")
 

@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import random
 
-_SITES = {  # site -> (hook template, share of internal nodes)
-    "attn_in": ("blocks.{l}.hook_attn_in", 0.13),
-    "q": ("blocks.{l}.attn.hook_q", 0.07),
-    "k": ("blocks.{l}.attn.hook_k", 0.07),
-    "v": ("blocks.{l}.attn.hook_v", 0.10),
-    "attn_out": ("blocks.{l}.hook_attn_out", 0.13),
-    "mlp_in": ("blocks.{l}.hook_mlp_in", 0.13),
-    "neuron": ("blocks.{l}.mlp.hook_post", 0.24),
-    "mlp_out": ("blocks.{l}.hook_mlp_out", 0.13),
-}
+from ..sites import hook_name
+
+_SHARE = {"attn_in": 0.13, "q": 0.07, "k": 0.07, "v": 0.10,  # site -> share of internal nodes
+          "attn_out": 0.13, "mlp_in": 0.13, "neuron": 0.24, "mlp_out": 0.13}
 _WITHIN = [("attn_in", "q"), ("attn_in", "k"), ("attn_in", "v"), ("v", "attn_out"),
            ("mlp_in", "neuron"), ("neuron", "mlp_out"), ("attn_out", "mlp_in")]
 _TOKENS = ["(", ")", "('", '("', "')", '")', "[", "]", "]]", " in", " for", " if", ":", " =", " return",
@@ -36,7 +30,7 @@ def synthetic_circuit(n_nodes: int, n_links: int, *, n_layer: int | None = None,
     n_layer = n_layer or max(2, min(12, n_nodes // 90))
     n_logit = max(2, min(12, n_nodes // 100))
     n_embed = max(2, n_nodes // 5)
-    n_internal = max(len(_SITES), n_nodes - n_embed - n_logit)
+    n_internal = max(len(_SHARE), n_nodes - n_embed - n_logit)
     nodes: list[dict] = []
     by_site: dict[tuple[str, int], list[int]] = {}
     used: set[str] = set()
@@ -51,14 +45,14 @@ def synthetic_circuit(n_nodes: int, n_links: int, *, n_layer: int | None = None,
 
     for k in range(n_embed):
         add("hook_embed", k, "embed", None, token=f"{_TOKENS[k % len(_TOKENS)]}{k // len(_TOKENS) or ''}")
-    sites = list(_SITES)
-    share = [_SITES[s][1] for s in sites]
+    sites = list(_SHARE)
+    share = [_SHARE[s] for s in sites]
     for _ in range(n_internal):
         site = rng.choices(sites, share)[0]
         layer = rng.randrange(n_layer)
         index = rng.randrange(8 * 16 if site in ("q", "k", "v") else 512)
         head = index // d_head if site in ("q", "k", "v") else None
-        add(_SITES[site][0].format(l=layer), index, site, layer, head=head)
+        add(hook_name(layer, site), index, site, layer, head=head)
     for k in range(n_logit):
         add("unembed", 1000 + k, "logit", None, token=_TOKENS[(k * 7) % len(_TOKENS)])
 

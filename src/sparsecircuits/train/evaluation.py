@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..model.sparsity import is_dense_name
+from ..sites import SITES
 
 
 def unigram_baseline(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int) -> float:
@@ -33,11 +34,8 @@ def nonzero_table(model: torch.nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
-# The AbsTopK sites by hook name suffix (per block), in forward order.
-SITE_HOOKS = {
-    "attn_in": "hook_attn_in", "attn_q": "attn.hook_q", "attn_k": "attn.hook_k", "attn_v": "attn.hook_v",
-    "attn_out": "hook_attn_out", "mlp_in": "hook_mlp_in", "mlp_neuron": "mlp.hook_post", "mlp_out": "hook_mlp_out",
-}
+# The AbsTopK sites (by their model.afrac_sites names) and their hook name suffix per block.
+SITE_HOOKS = {s.switch: s.hook for s in SITES}
 
 
 @torch.no_grad()
