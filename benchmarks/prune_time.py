@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from sparsecircuits.circuits.masking import MEANS_FILE
 from sparsecircuits.circuits.prune import prune
 from sparsecircuits.run import load_run
+from sparsecircuits.rundir import RunDir
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's own)")
     args = ap.parse_args()
 
-    means = Path(args.run_dir) / MEANS_FILE
+    means = RunDir(args.run_dir).node_means
     if args.fresh_means and means.is_file():
         means.unlink()
     cached = means.is_file()

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from sparsecircuits import load_run
 from sparsecircuits.config import LEARNED_ACCURACY, build_config
+from sparsecircuits.data.build import resolve_data
 from sparsecircuits.data.leaks import find_leaks
 from sparsecircuits.tasks.evaluation import evaluate_suite
 from sparsecircuits.tasks.python_tasks import TASKS
-from sparsecircuits.train.trainer import resolve_data
 
 
 def train_timed(preset: str, seed: int, dense: bool, out: Path, threads: int, sets: list[str]) -> dict:
@@ -91,7 +91,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results, leaks = [], {}
     for preset in args.presets:
-        data = str(resolve_data(build_config(preset, sets=args.set)))
+        data = str(resolve_data(build_config(preset, sets=args.set).data))
         if data not in leaks and not args.no_leak_check:
             leaks[data] = find_leaks(data, TASKS, n_items=args.leak_items).to_json()
             leaks[data].pop("leaks") if not leaks[data]["n_leaks"] else None

@@ -16,9 +16,11 @@ reaches the logits directly (``lm_head`` ignores it), so there is no bypass.
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
@@ -89,3 +91,14 @@ def random_model(seed: int = 0, **overrides) -> GPT:
     cfg.update(overrides)
     torch.manual_seed(seed)
     return GPT(ModelConfig(**cfg)).eval()
+
+
+def write_token_shards(data_dir: Path, val: np.ndarray, vocab_size: int) -> Path:
+    """A data dir that ``TokenShards`` opens: ``val`` (uint16 tokens) as both splits."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    val = np.asarray(val, dtype=np.uint16)
+    for split in ("train", "val"):
+        val.tofile(data_dir / f"{split}.bin")
+    meta = {"vocab_size": vocab_size, "eot_id": 0, "train_tokens": len(val), "val_tokens": len(val)}
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    return data_dir

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from circuit_fixtures import random_model
+from circuit_fixtures import random_model, write_token_shards
 from sparsecircuits.circuits.masking import (
     MaskedModel,
     ablate_only,
@@ -124,17 +124,12 @@ def test_node_means_average_over_all_positions_and_are_cached(tmp_path):
     s = ns.site("blocks.1.attn.hook_v")
     assert torch.allclose(means[s.start:s.stop], cache[s.hook].reshape(-1, s.width).mean(0), atol=1e-5)
 
-    data = tmp_path / "data"
-    data.mkdir()
-    val.tofile(data / "val.bin")
+    data = write_token_shards(tmp_path / "data", val, model.cfg.vocab_size)
     (tmp_path / "run").mkdir()
-    import json
-
-    (tmp_path / "run" / "data.json").write_text(json.dumps({"data_dir": str(data)}))
 
     class FakeRun:
         path = tmp_path / "run"
-        data_dir = None
+        data_dir = data  # the run's config records its data
 
     FakeRun.model = model
     m1 = node_means(FakeRun, n_windows=20)

@@ -9,13 +9,20 @@ not be served stale means; and the calibration shift must act in the right direc
 from __future__ import annotations
 
 import importlib
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
-from circuit_fixtures import TOY_CIRCUIT, random_model, toy_config, toy_examples, toy_model, toy_tokenizer
+from circuit_fixtures import (
+    TOY_CIRCUIT,
+    random_model,
+    toy_config,
+    toy_examples,
+    toy_model,
+    toy_tokenizer,
+    write_token_shards,
+)
 
 from sparsecircuits.circuits import prune
 from sparsecircuits.circuits.circuit import (
@@ -27,7 +34,6 @@ from sparsecircuits.circuits.circuit import (
 )
 from sparsecircuits.circuits.graph import count_edges
 from sparsecircuits.circuits.masking import (
-    MEANS_FILE,
     MaskedModel,
     ablation_baseline,
     compute_node_means,
@@ -39,6 +45,7 @@ from sparsecircuits.circuits.nodes import NodeSet
 from sparsecircuits.circuits.prune import PruneSettings, _Prober, _resolve_task
 from sparsecircuits.config import RunConfig
 from sparsecircuits.run import Run
+from sparsecircuits.rundir import RunDir
 
 prune_module = importlib.import_module("sparsecircuits.circuits.prune")  # the package re-exports prune()
 FAST = dict(steps=60, lr=3e-2, progress=False, threads=1)
@@ -52,15 +59,14 @@ def _run_with_val(tmp_path, model, n_tokens: int = 600, seed: int = 0):
     """A run directory with weights on disk and validation tokens next to it."""
     from safetensors.torch import save_file
 
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
     val = np.random.default_rng(seed).integers(0, model.cfg.vocab_size, size=n_tokens).astype(np.uint16)
-    val.tofile(data / "val.bin")
+    data = write_token_shards(tmp_path / "data", val, model.cfg.vocab_size)
     path = tmp_path / "run"
     path.mkdir(exist_ok=True)
-    (path / "data.json").write_text(json.dumps({"data_dir": str(data)}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    return Run(path=path, config=RunConfig(model=model.cfg), model=model, tokenizer=None), val
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(RunDir(path).weights))
+    cfg = RunConfig(model=model.cfg)
+    cfg.data.data_dir = str(data)  # as training records it
+    return Run(path=path, config=cfg, model=model, tokenizer=None), val
 
 
 # ---------------------------------------------------------------------------- soft vs hard mask
@@ -138,7 +144,7 @@ def test_changed_weights_invalidate_the_means_cache(tmp_path):
     first = random_model(seed=5)
     run, val = _run_with_val(tmp_path, first)
     m1 = node_means(run, n_windows=16)
-    assert (run.path / MEANS_FILE).is_file()
+    assert RunDir(run.path).node_means.is_file()
     weights = run.path / "model.safetensors"
     before = weights.stat()
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from sparsecircuits.cli import main
+from sparsecircuits.rundir import RunDir
 from sparsecircuits.train import checkpoint as ckpt
 from sparsecircuits.train import elastic
 from sparsecircuits.train import trainer as trainer_mod
@@ -172,7 +173,7 @@ CFG = {"model": {"n_layer": 2}, "train": {"lr": 0.2, "steps": 40}, "seed": 0}
 def _make_run(out: Path, launch: str | None, config: dict | None, checkpoint: bool) -> None:
     out.mkdir(parents=True)
     if launch is not None:
-        (out / elastic.LAUNCH_FILE).write_text(json.dumps({"torchelastic_run_id": launch}))
+        RunDir(out).launch.write_text(json.dumps({"torchelastic_run_id": launch}))
     if config is not None:
         (out / "config.json").write_text(json.dumps(config))
     if checkpoint:

@@ -459,9 +459,9 @@ def compute_details(run, circuit: Circuit | dict, n_snippets: int = 8, n_windows
         # 1. snippets: one pass over the validation sample
         if flats:
             if windows is None:
-                from ..circuits.masking import _val_tokens
+                from ..circuits.masking import val_tokens
 
-                windows = val_windows(_val_tokens(run), n_windows, model.cfg.block_size)
+                windows = val_windows(val_tokens(run), n_windows, model.cfg.block_size)
             acts = node_activations(model, windows, nodes, flats)  # (N, T, J)
             for j, f in enumerate(flats):
                 snips = top_snippets(acts[..., j], windows, decode, n_snippets, context)

@@ -96,10 +96,10 @@ class BridgeTrainer(Trainer):
             try:
                 sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
                       if not k.startswith(BRIDGE_PREFIX)}
-                with atomic_path(self.out / "model.safetensors") as tmp:
+                with atomic_path(self.run_dir.weights) as tmp:
                     save_file(sd, str(tmp), metadata={"format": "sparsecircuits", "step": str(self.step)})
                 save_bridges(self.bridges, self.out / BRIDGE_WEIGHTS)
-                self.cfg.save(self.out / "config.json")
+                self.run_dir.write_config(self.cfg)
             except OSError as exc:
                 raise UserError(f"could not write the final model ({exc.strerror or exc}); {self._kept()}") from None
 
@@ -110,7 +110,7 @@ def check_pair(cfg: RunConfig, dense) -> None:
     """The sparse config against the dense run: same depth, a context the dense model takes,
     and the same tokenizer (KL between the two models' logits needs one vocabulary)."""
     from ..data.tokenizer import load_tokenizer
-    from ..train.trainer import resolve_data
+    from ..data.build import resolve_data
 
     dcfg = dense.model.cfg
     if cfg.model.n_layer != dcfg.n_layer:
@@ -119,7 +119,7 @@ def check_pair(cfg: RunConfig, dense) -> None:
     if cfg.seq_len > dcfg.block_size:
         raise UserError(f"training windows of {cfg.seq_len} tokens exceed the dense model's context "
                         f"{dcfg.block_size}; set train.seq_len")
-    data_dir = resolve_data(cfg)
+    data_dir = resolve_data(cfg.data)
     if load_tokenizer(data_dir / "tokenizer.json").to_str() != dense.tokenizer.to_str():
         raise UserError(f"the data in {data_dir} has another tokenizer than the dense run {dense.path}")
 

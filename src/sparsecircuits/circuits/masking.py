@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..rundir import RunDir
 from .nodes import NodeSet
 
 ABLATIONS = ("mean", "zero", "resample")
-MEANS_FILE = "node_means.safetensors"
 
 
 # ---------------------------------------------------------------------------- STE
@@ -218,36 +218,26 @@ def compute_node_means(model: nn.Module, windows: torch.Tensor, nodes: NodeSet |
     return (sums / max(count, 1)).float()
 
 
-def _val_tokens(run) -> np.ndarray:
-    """The run's validation tokens: data.json, then config.data.data_dir, then the default."""
-    candidates: list[Path] = []
-    meta = Path(run.path) / "data.json"
-    if meta.is_file():
-        try:
-            d = json.loads(meta.read_text(encoding="utf-8")).get("data_dir")
-            if d:
-                candidates.append(Path(d))
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            pass
+def val_tokens(run) -> np.ndarray:
+    """The validation tokens of the data the run was trained on (``config.data.data_dir``),
+    or of the default data for a run that records none (an imported model)."""
     if getattr(run, "data_dir", None):
-        candidates.append(Path(run.data_dir))
-    if not candidates:
-        try:
-            from ..data.build import default_data_dir
+        data_dir = Path(run.data_dir)
+    else:
+        from ..data.build import default_data_dir
 
-            candidates.append(Path(default_data_dir()))
-        except Exception:  # noqa: BLE001 - the default is a convenience only
-            pass
-    for d in candidates:
-        if (d / "val.bin").is_file():  # uint16 tokens (sparsecircuits.data.shards)
-            return np.memmap(d / "val.bin", dtype=np.uint16, mode="r")
-    where = ", ".join(str(d) for d in candidates) or "none recorded"
-    raise UserError(f"mean ablation needs the run's validation tokens (val.bin) but none were found "
-                    f"(looked in: {where}); rebuild the data or use --ablation zero")
+        data_dir = default_data_dir()
+    if not (data_dir / "val.bin").is_file():
+        raise UserError(f"mean ablation needs the run's validation tokens but {data_dir} has no val.bin; "
+                        "rebuild the data or use --ablation zero")
+    from ..data.shards import TokenShards
+
+    return TokenShards(data_dir).val
 
 
 def _weights_key(run) -> str:
-    w = Path(run.path) / "model.safetensors"
+    """The weights file's size and mtime: a retrained model never reuses stale means."""
+    w = RunDir(run.path).weights
     if not w.is_file():
         return "no-weights-file"
     st = w.stat()
@@ -279,7 +269,7 @@ def node_means(run, n_windows: int = 256, cache: bool = True) -> torch.Tensor:
 
     model = run.model
     nodes = NodeSet.from_model(model)
-    path = Path(run.path) / MEANS_FILE
+    path = RunDir(run.path).node_means
     meta = {"weights": _weights_key(run), "n_windows": str(n_windows), "shape": json.dumps(nodes.shape)}
     if cache and path.is_file():
         try:
@@ -294,7 +284,7 @@ def node_means(run, n_windows: int = 256, cache: bool = True) -> torch.Tensor:
                     return flat.float()
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
             pass  # unreadable or stale cache: recompute
-    windows = val_windows(_val_tokens(run), n_windows, model.cfg.block_size)
+    windows = val_windows(val_tokens(run), n_windows, model.cfg.block_size)
     flat = compute_node_means(model, windows, nodes)
     if cache:
         tensors = {s.hook: flat[s.start:s.stop].clone().contiguous() for s in nodes.sites}

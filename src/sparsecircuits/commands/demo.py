@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..run import load_run
     from ..train.checkpoint import list_checkpoints
     from ..train.evaluation import EVAL_FILE, evaluate_run, save_evaluation
-    from ..train.trainer import resolve_data, train
+    from ..data.build import resolve_data
+    from ..train.trainer import train
 
     t0 = time.perf_counter()
     out: Path = args.out
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.data.data_dir = str(args.data)
     _stage(t0, 1, n, f"data: {args.data}" if args.data is not None else
            "data: the Python standard library as corpus (built once, then cached)")
-    cfg.data.data_dir = str(resolve_data(cfg))
+    cfg.data.data_dir = str(resolve_data(cfg.data))
 
     if (out / "model.safetensors").is_file():
         _stage(t0, 2, n, f"train: {out}/model.safetensors exists, reusing it")

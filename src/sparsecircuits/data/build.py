@@ -30,6 +30,7 @@ from typing import Collection, Iterable
 import tokenizers
 from tqdm import tqdm
 
+from ..config import DataConfig
 from ..errors import UserError
 from ..io import atomic_write_json, read_json
 from .corpus import DEFAULT_MAX_FILE_BYTES, DEFAULT_VAL_FRAC, Corpus, collect_corpus, default_source_dirs
@@ -264,6 +265,22 @@ def require_data_dir(path: str | os.PathLike) -> Path:
         raise UserError(f"data directory {path} has no train.bin; build it with "
                         "'sparsecircuits data build --out DIR'")
     return path.resolve()
+
+
+def resolve_data(data: DataConfig) -> Path:
+    """The token-shard folder of a ``DataConfig``: its ``data_dir``, or the default (the
+    stdlib, plus generated simple Python when ``simple_bytes`` asks for it) built on first
+    use.  The generated code must not contain a held-out task prompt, and only the task
+    suite knows those, hence the one import from above ``data``."""
+    if data.data_dir:
+        return require_data_dir(data.data_dir)
+    exclude: set[str] = set()
+    if data.simple_bytes > 0:
+        from ..tasks.held_out import held_out_answers
+
+        exclude = held_out_answers()
+    return Path(ensure_default_data(vocab_size=data.vocab_size, simple_bytes=data.simple_bytes,
+                                    exclude=exclude)).resolve()
 
 
 def build_tiny_data(out: str | os.PathLike, max_bytes: int = 400_000, vocab_size: int = 512) -> Path:

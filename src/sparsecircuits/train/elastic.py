@@ -29,9 +29,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json
+from ..rundir import RunDir
 from . import checkpoint as ckpt
-
-LAUNCH_FILE = "launch.json"
 
 FRESH, RESUME, START_OVER = 0, 1, 2  # what a restarted group does with its run directory
 
@@ -76,12 +75,12 @@ def write_launch(out: Path) -> None:
     """Record the torchrun launch that creates ``out`` (a no-op outside torchrun)."""
     run_id = launch_id()
     if run_id is not None:
-        atomic_write_json(out / LAUNCH_FILE, {"torchelastic_run_id": run_id})
+        atomic_write_json(RunDir(out).launch, {"torchelastic_run_id": run_id})
 
 
 def _recorded_launch(out: Path) -> str | None:
     try:
-        data = json.loads((out / LAUNCH_FILE).read_text())
+        data = json.loads(RunDir(out).launch.read_text())
     except (OSError, ValueError):
         return None
     return data.get("torchelastic_run_id") if isinstance(data, dict) else None
@@ -105,8 +104,9 @@ def plan_after_restart(out: Path, config: dict[str, Any]) -> int:
 
     ``config`` is this command's resolved config (``RunConfig.to_dict()``).
     """
-    has_config = (out / "config.json").is_file()
-    has_checkpoint = bool(ckpt.list_checkpoints(out / "checkpoints"))
+    run_dir = RunDir(out)
+    has_config = run_dir.config.is_file()
+    has_checkpoint = bool(ckpt.list_checkpoints(run_dir.checkpoints))
     recorded = _recorded_launch(out)
     if recorded is None and not has_config and not has_checkpoint:
         return FRESH  # the first attempt died before it created anything
@@ -118,7 +118,7 @@ def plan_after_restart(out: Path, config: dict[str, Any]) -> int:
             raise UserError(f"cannot continue {out} after a restart: it has checkpoints but no config.json")
     else:
         try:
-            saved = json.loads((out / "config.json").read_text())
+            saved = json.loads(run_dir.config.read_text())
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot continue {out} after a restart: unreadable config.json ({exc})") from None
         mine = json.loads(json.dumps(config))  # the same JSON types as the saved file

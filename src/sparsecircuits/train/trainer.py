@@ -28,7 +28,6 @@ non-finite loss or gradient (before the weights are touched), a failed checkpoin
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -44,13 +43,13 @@ from tqdm import tqdm
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path
 from ..model.gpt import GPT
 from ..model.sparsity import WeightSparsifier, is_dense_name, lr_at
+from ..rundir import RunDir
 from . import checkpoint as ckpt
 from . import elastic
 
-METRICS = "metrics.jsonl"
 VAL_SEED_OFFSET = 1_000_003  # val batches use their own stream, fixed across the run
 
 
@@ -117,22 +116,6 @@ def leave_process_group() -> None:
     dist.destroy_process_group()
     gc.collect()  # a wrapper still held in a reference cycle lets go of the group now
     del group  # the last reference: ~ProcessGroupGloo joins its threads, without the GIL
-
-
-def resolve_data(cfg: RunConfig) -> Path:
-    """The token-shard folder: the configured one, or the default (the stdlib, plus generated
-    simple Python when ``data.simple_bytes`` asks for it) built on first use."""
-    from ..data.build import ensure_default_data, require_data_dir
-
-    if cfg.data.data_dir:
-        return require_data_dir(cfg.data.data_dir)
-    exclude: set[str] = set()
-    if cfg.data.simple_bytes > 0:
-        from ..tasks.held_out import held_out_answers
-
-        exclude = held_out_answers()
-    return Path(ensure_default_data(vocab_size=cfg.data.vocab_size, simple_bytes=cfg.data.simple_bytes,
-                                    exclude=exclude)).resolve()
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
@@ -224,10 +207,12 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
                  check_masks_every: int | None = None) -> None:
+        from ..data.build import resolve_data
         from ..data.shards import TokenShards
         from ..data.tokenizer import load_tokenizer
 
         self.out = Path(out_dir)
+        self.run_dir = RunDir(self.out)
         self.cfg = cfg
         t = cfg.train
         if t.device.startswith("cuda") and not torch.cuda.is_available():
@@ -240,7 +225,7 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.progress = progress and self.dist.is_main
-        data_dir = resolve_data(cfg)
+        data_dir = resolve_data(cfg.data)
         cfg.data.data_dir = str(data_dir)
         self.shards = TokenShards(data_dir)
         self.tokenizer = load_tokenizer(data_dir / "tokenizer.json")
@@ -357,22 +342,21 @@ class Trainer:
         return plan[0]
 
     def _init_run_dir(self, start_over: bool = False) -> None:
-        if not start_over and ((self.out / "config.json").exists()
-                               or ckpt.list_checkpoints(self.out / "checkpoints")):
+        if not start_over and (self.run_dir.config.exists() or ckpt.list_checkpoints(self.run_dir.checkpoints)):
             raise UserError(f"{self.out} already holds a run; use --resume to continue it "
                             "or choose another --out")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             elastic.write_launch(self.out)  # first: a restart trusts nothing written before it
-            self.cfg.save(self.out / "config.json")
-            with atomic_path(self.out / "tokenizer.json") as tmp:
+            self.run_dir.write_config(self.cfg)
+            with atomic_path(self.run_dir.tokenizer) as tmp:
                 self.tokenizer.save(str(tmp))
-            atomic_write_text(self.out / METRICS, "")
+            self.run_dir.start_metrics()
         except OSError as exc:
             raise UserError(f"could not create the run directory {self.out} ({exc.strerror or exc})") from None
 
     def _restore(self) -> None:
-        path, tensors, meta = ckpt.load_latest(self.out / "checkpoints")
+        path, tensors, meta = ckpt.load_latest(self.run_dir.checkpoints)
         try:
             ckpt.unpack_state(tensors, self.model, self.optimizer)
         except (RuntimeError, KeyError, ValueError) as exc:
@@ -383,29 +367,12 @@ class Trainer:
         if self.step > self.cfg.train.steps:
             raise UserError(f"checkpoint {path} is at step {self.step}, past train.steps="
                             f"{self.cfg.train.steps}")
-        self._on_main("rewind metrics.jsonl", lambda: self._truncate_metrics(self.step))
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines written after the checkpoint we resume from (and a torn last line)."""
-        path = self.out / METRICS
-        if not path.exists():
-            return
-        kept = []
-        for ln in path.read_text().splitlines():
-            try:
-                if json.loads(ln)["step"] <= step:
-                    kept.append(ln)
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a kill mid-write
-        text = "".join(ln + "\n" for ln in kept)
-        if text != path.read_text():
-            atomic_write_text(path, text)
+        self._on_main("rewind metrics.jsonl", lambda: self.run_dir.rewind_metrics(self.step))
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.out / METRICS, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self.run_dir.append_metrics(record)
 
     def save_checkpoint(self) -> None:
         """Rank 0 writes; every rank learns whether it worked, and all stop if not."""
@@ -413,7 +380,7 @@ class Trainer:
             meta = {"tokens": self.tokens_seen, "config": self.cfg.to_dict(), "time": time.time()}
             try:
                 self.last_checkpoint = ckpt.save_checkpoint(
-                    self.out / "checkpoints", self.step, ckpt.pack_state(self.model, self.optimizer), meta)
+                    self.run_dir.checkpoints, self.step, ckpt.pack_state(self.model, self.optimizer), meta)
             except OSError as exc:
                 raise UserError(f"could not write the checkpoint at step {self.step} ({exc.strerror or exc}); "
                                 f"{self._kept()}") from None
@@ -421,7 +388,7 @@ class Trainer:
         self._on_main(f"write the checkpoint at step {self.step}", write)
 
     def _kept(self) -> str:
-        last = ckpt.latest_checkpoint(self.out / "checkpoints")
+        last = ckpt.latest_checkpoint(self.run_dir.checkpoints)
         return f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
 
     def save_final(self) -> None:
@@ -429,10 +396,10 @@ class Trainer:
             from safetensors.torch import save_file
 
             try:
-                with atomic_path(self.out / "model.safetensors") as tmp:
+                with atomic_path(self.run_dir.weights) as tmp:
                     sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
                     save_file(sd, str(tmp), metadata={"format": "sparsecircuits", "step": str(self.step)})
-                self.cfg.save(self.out / "config.json")
+                self.run_dir.write_config(self.cfg)
             except OSError as exc:
                 raise UserError(f"could not write the final model ({exc.strerror or exc}); "
                                 f"{self._kept()}") from None
