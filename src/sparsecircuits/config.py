@@ -29,7 +29,7 @@ LEARNED_ACCURACY = 0.80
 
 @dataclass
 class ModelConfig:
-    """The transformer's shape and options (SPEC §1)."""
+    """The transformer's shape and options (docs/method.md §1)."""
 
     vocab_size: int = 2048
     n_layer: int = 4
@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and weight-sparsity schedule (SPEC §2)."""
+    """Optimisation and weight-sparsity schedule (docs/method.md §2)."""
 
     steps: int = 2000
     batch_size: int = 32  # global batch (sequences per optimizer step)

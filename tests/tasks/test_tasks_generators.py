@@ -16,7 +16,7 @@ from sparsecircuits.tasks import (
 )
 from sparsecircuits.tasks.python_tasks import FEMALE_NAMES, MALE_NAMES, split_of
 
-SPEC_TASKS = [
+PAPER_TASKS = [
     "single_double_quote", "bracket_counting", "set_or_string", "set_or_string_fixedvarname",
     "final_kwarg", "class_init", "with_as", "bracket_brace", "with_open", "for_while",
     "else_elif", "fstring_brace", "if_ternary", "var_swap", "indent_for", "lambda_func",
@@ -27,8 +27,8 @@ N = 150
 
 
 def test_the_twenty_spec_tasks_in_order():
-    assert task_names() == SPEC_TASKS
-    assert all(TASKS[n].description and "\n" not in TASKS[n].description for n in SPEC_TASKS)
+    assert task_names() == PAPER_TASKS
+    assert all(TASKS[n].description and "\n" not in TASKS[n].description for n in PAPER_TASKS)
     assert "nonsense_name_when" in CONTROL_TASKS and "nonsense_name_when" not in TASKS
 
 

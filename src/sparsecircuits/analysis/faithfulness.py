@@ -1,7 +1,7 @@
 """The faithfulness report card: does a pruned circuit do the task the way the model does?
 
 Low task loss alone proves little: pruning reaches it even on a nonsense task, can drop
-the attention patterns the model uses, and can give nodes a new meaning (SPEC §7).  Each
+the attention patterns the model uses, and can give nodes a new meaning (docs/method.md §5).  Each
 check below tests one of these ways a circuit can mislead, and has a fixed threshold so
 that a verdict is ``pass`` or ``flag`` (a flag asks for a closer look; it is not an
 error).  All evaluations use the circuit's own ablation (mean or zero) and held-out test
@@ -43,7 +43,7 @@ attention              fraction of the circuit's heads (any kept q/k/v node)   <
                        ablation).  Passes if no head is flagged
 bracket_stray          bracket_counting only: |circuit accuracy - model        <= 0.15
                        accuracy| with an unclosed ``[`` in a comment before
-                       the list (a predicted failure, SPEC §6): a faithful
+                       the list (a failure the paper predicts): a faithful
                        circuit predicts the model's behaviour there
 bracket_length         bracket_counting only: the largest such accuracy gap    <= 0.15
                        over list lengths 2..32 (table in ``data``)

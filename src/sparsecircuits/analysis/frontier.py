@@ -1,6 +1,6 @@
 """The capability-interpretability frontier: circuit size against pretraining loss.
 
-The paper's headline (SPEC §6): at matched pretraining loss, sparse models' circuits are
+The paper's headline (docs/method.md §4): at matched pretraining loss, sparse models' circuits are
 about 16x smaller (edges) than dense models'.  ``frontier`` measures the same thing on a
 grid of models over weight density (1.0 = dense) and width:
 

@@ -1,7 +1,7 @@
 """Shifted variants of the tasks: the same choice asked about prompts pruning never saw.
 
 A circuit found on one prompt distribution can generalise differently from the model it
-came from (SPEC §7).  To see whether it does, the report card evaluates the circuit and
+came from (docs/method.md §5).  To see whether it does, the report card evaluates the circuit and
 the full model on prompts that ask the same question in a different setting:
 
 * ``single_double_quote``: longer strings (``long_string``), call openers absent from the
@@ -14,7 +14,7 @@ the full model on prompts that ask the same question in a different setting:
   comment block (``prefix_comment``).  A prefix is complete, balanced code that ends
   with a blank line, so it never changes the answer.
 
-Also the two failure probes the paper predicts for bracket counting (SPEC §6): a stray
+Also the two failure probes the paper predicts for bracket counting (docs/method.md §4): a stray
 ``[`` in a comment before the list (``bracket_stray_items``) and very long lists
 (``bracket_length_items``).
 
@@ -169,7 +169,7 @@ STRAY_COMMENTS = ["# see [1\n", "# TODO: handle x[i\n", "# format: [name, value\
 
 
 def bracket_stray_items(n: int, seed: int = 0) -> list[TaskItem]:
-    """Bracket counting with an unclosed ``[`` in a comment line before the list (SPEC §6)."""
+    """Bracket counting with an unclosed ``[`` in a comment line before the list (docs/method.md §4)."""
     rng = _rng("bracket_stray", seed)
     return _many(n, lambda r: bracket_pair(r, r.randint(3, 7), lead=r.choice(STRAY_COMMENTS)), rng)
 

@@ -22,7 +22,7 @@ and embedding/logit links are in ``links`` too, counted apart (``n_residual_link
 how files written before it are read (their counts recomputed from their links).
 
 Calibration.  A discrete circuit's logits are off-scale, so a scale ``a >= 0`` and a shift
-``b`` are fitted on train items (SPEC §4).  They act on the answer logits in a fixed
+``b`` are fitted on train items (docs/method.md §3).  They act on the answer logits in a fixed
 orientation: ``logit[lo] - logit[hi]`` where ``lo < hi`` are the two answer token ids
 becomes ``a * (logit[lo] - logit[hi]) + b``.  The shift is thus a bias between the two
 answer tokens, never towards "whichever is correct" (which would let a constant circuit

@@ -1,6 +1,6 @@
 """The masked forward pass: every node either kept or replaced by its ablation value.
 
-One mask value per node, shared over prompts and positions (SPEC §4).  At each site's
+One mask value per node, shared over prompts and positions (docs/method.md §3).  At each site's
 hook point an activation ``x`` becomes ``m * x + (1 - m) * baseline`` where ``baseline``
 is the node's mean activation over the pretraining distribution (``ablation="mean"``),
 zero (``ablation="zero"``), or the node's activation on another prompt of the task

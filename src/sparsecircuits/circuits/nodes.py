@@ -1,4 +1,4 @@
-"""Every prunable node of a GPT, laid out in one flat vector (SPEC §4).
+"""Every prunable node of a GPT, laid out in one flat vector (docs/method.md §3).
 
 A node is one channel at one hook point, named ``"<hook>:<index>"``
 (``blocks.1.attn.hook_q:17``).  Per layer ``i`` the sites are, in forward order (their

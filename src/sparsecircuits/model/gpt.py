@@ -1,4 +1,4 @@
-"""A GPT-2-style decoder for weight-sparse training (SPEC §1), readable top to bottom.
+"""A GPT-2-style decoder for weight-sparse training (docs/method.md §1), readable top to bottom.
 
 Differences from GPT-2, each chosen so that circuits are easier to read:
 - RMSNorm without bias, so zero means "off" in the residual stream;

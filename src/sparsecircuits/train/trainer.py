@@ -2,7 +2,7 @@
 
 One step: (micro-batches of) forward and backward, clip the RMS of the whole gradient,
 AdamW with the step's learning rate, then project every sparse tensor to exactly the
-scheduled number of nonzeros (SPEC §2). Gradients and Adam moments stay dense, so a
+scheduled number of nonzeros (docs/method.md §2). Gradients and Adam moments stay dense, so a
 zeroed weight can come back.
 
 Everything a step does is a function of (seed, step) and the saved state, so a run
