@@ -18,6 +18,7 @@ Embedding channels (every token has channel 1 = 1 so the RMS norm is never zero)
 """
 from __future__ import annotations
 
+import math
 import random
 
 import torch
@@ -103,3 +104,62 @@ def means_for(run) -> torch.Tensor:
     windows = ids[torch.randint(0, len(ids), (64, 16), generator=g)]
     return compute_node_means(run.model, windows)
 
+
+# ---------------------------------------------------------------------------- learned quotes and brackets
+# A one-layer model on the project's own tokenizer that has learned single_double_quote
+# and bracket_counting and no other task (described in test_learned_tasks.py).
+
+SINK = 8.0
+QUOTE_PATH = {"blocks.0.hook_attn_in:0", "blocks.0.attn.hook_v:0", "blocks.0.hook_attn_out:3"}
+BRACKET_PATH = {"blocks.0.hook_attn_in:1", "blocks.0.hook_attn_in:5", "blocks.0.attn.hook_v:1",
+                "blocks.0.hook_attn_out:4"}
+CLOSE_ONLY = BRACKET_PATH - {"blocks.0.hook_attn_in:1"}  # counts "]" but not "["
+
+
+def learned_model(tokenizer) -> GPT:
+    vocab = tokenizer.get_vocab_size()
+    cfg = ModelConfig(vocab_size=vocab, n_layer=1, d_model=6, n_head=2, d_head=1, d_mlp=2, block_size=256,
+                      attn_sink=True, afrac=1.0)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "norm.weight")) else 0.0)
+        emb = model.wte.weight  # (V, 6)
+        emb[:, 2] = 1.0
+        for i in range(vocab):
+            text = tokenizer.id_to_token(i)  # byte-level, but ASCII punctuation is itself
+            emb[i, 0] = float('"' in text) - float("'" in text)
+            emb[i, 1] = float("[" in text)
+            emb[i, 5] = float("]" in text)
+        attn = model.blocks[0].attn
+        attn.sink_logit.copy_(torch.tensor([-30.0, SINK]))
+        attn.c_attn.weight[4, 0] = 1.0  # v:0 <- attn_in:0 (rows: q0 q1 k0 k1 v0 v1)
+        attn.c_attn.weight[5, 1] = 1.0  # v:1 <- attn_in:1 ...
+        attn.c_attn.weight[5, 5] = 2.0  # ... + 2 attn_in:5
+        attn.c_proj.weight[3, 0] = 1.0  # attn_out:3 <- v:0
+        attn.c_proj.weight[4, 1] = 1.0  # attn_out:4 <- v:1
+        ids = {a: tokenizer.token_to_id(a) for a in ('")', "')", "]", "]]")}
+        head = model.lm_head.weight  # (V, 6)
+        head[ids['")'], 3], head[ids["')"], 3] = 20.0, -20.0
+        head[ids["]]"], 4] = 8000.0
+        head[ids["]]"], 2] = -8000.0 * 1.5 * math.sqrt(3.0) / math.exp(SINK)
+    return model.eval()
+
+
+def save_learned_run(out, data_dir):
+    """That model as a run directory on ``data_dir``'s tokenizer and validation tokens."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from sparsecircuits.data.tokenizer import load_tokenizer
+
+    out.mkdir(parents=True)
+    tokenizer = load_tokenizer(data_dir / "tokenizer.json")
+    model = learned_model(tokenizer)
+    cfg = RunConfig(model=model.cfg)
+    cfg.data.data_dir = str(data_dir)  # validation tokens for the node means
+    cfg.save(out / "config.json")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    shutil.copy(data_dir / "tokenizer.json", out / "tokenizer.json")
+    return out

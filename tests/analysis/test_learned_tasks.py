@@ -23,72 +23,20 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
-import torch
+from analysis_models import BRACKET_PATH, CLOSE_ONLY, QUOTE_PATH, save_learned_run
 
 from sparsecircuits.analysis.faithfulness import circuit_from_keep, run_checks
 from sparsecircuits.circuits.nodes import NodeSet
 from sparsecircuits.cli import main
 from sparsecircuits.circuit_sizes import geometric_mean
-from sparsecircuits.config import ModelConfig, RunConfig
-from sparsecircuits.model.gpt import GPT
 from sparsecircuits.tasks.python_tasks import get_task
-
-SINK = 8.0
-QUOTE_PATH = {"blocks.0.hook_attn_in:0", "blocks.0.attn.hook_v:0", "blocks.0.hook_attn_out:3"}
-BRACKET_PATH = {"blocks.0.hook_attn_in:1", "blocks.0.hook_attn_in:5", "blocks.0.attn.hook_v:1",
-                "blocks.0.hook_attn_out:4"}
-CLOSE_ONLY = BRACKET_PATH - {"blocks.0.hook_attn_in:1"}  # counts "]" but not "["
-
-
-def learned_model(tokenizer) -> GPT:
-    vocab = tokenizer.get_vocab_size()
-    cfg = ModelConfig(vocab_size=vocab, n_layer=1, d_model=6, n_head=2, d_head=1, d_mlp=2, block_size=256,
-                      attn_sink=True, afrac=1.0)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.fill_(1.0 if name.endswith(("ln_1.weight", "ln_2.weight", "norm.weight")) else 0.0)
-        emb = model.wte.weight  # (V, 6)
-        emb[:, 2] = 1.0
-        for i in range(vocab):
-            text = tokenizer.id_to_token(i)  # byte-level, but ASCII punctuation is itself
-            emb[i, 0] = float('"' in text) - float("'" in text)
-            emb[i, 1] = float("[" in text)
-            emb[i, 5] = float("]" in text)
-        attn = model.blocks[0].attn
-        attn.sink_logit.copy_(torch.tensor([-30.0, SINK]))
-        attn.c_attn.weight[4, 0] = 1.0  # v:0 <- attn_in:0 (rows: q0 q1 k0 k1 v0 v1)
-        attn.c_attn.weight[5, 1] = 1.0  # v:1 <- attn_in:1 ...
-        attn.c_attn.weight[5, 5] = 2.0  # ... + 2 attn_in:5
-        attn.c_proj.weight[3, 0] = 1.0  # attn_out:3 <- v:0
-        attn.c_proj.weight[4, 1] = 1.0  # attn_out:4 <- v:1
-        ids = {a: tokenizer.token_to_id(a) for a in ('")', "')", "]", "]]")}
-        head = model.lm_head.weight  # (V, 6)
-        head[ids['")'], 3], head[ids["')"], 3] = 20.0, -20.0
-        head[ids["]]"], 4] = 8000.0
-        head[ids["]]"], 2] = -8000.0 * 1.5 * math.sqrt(3.0) / math.exp(SINK)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def learned_run_dir(tmp_path_factory, tiny_data_dir):
-    from safetensors.torch import save_file
-
-    from sparsecircuits.data.tokenizer import load_tokenizer
-
-    out = tmp_path_factory.mktemp("learned") / "run"
-    out.mkdir()
-    tokenizer = load_tokenizer(tiny_data_dir / "tokenizer.json")
-    model = learned_model(tokenizer)
-    cfg = RunConfig(model=model.cfg)
-    cfg.data.data_dir = str(tiny_data_dir)  # validation tokens for the node means
-    cfg.save(out / "config.json")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    shutil.copy(tiny_data_dir / "tokenizer.json", out / "tokenizer.json")
-    return out
+    return save_learned_run(tmp_path_factory.mktemp("learned") / "run", tiny_data_dir)
 
 
 @pytest.mark.slow
