@@ -6,7 +6,7 @@ import json
 import pytest
 
 from sparsecircuits.cli import main
-from sparsecircuits.commands.demo import ALWAYS, choose_tasks
+from sparsecircuits.pipeline import ALWAYS, choose_tasks
 
 
 @pytest.fixture(scope="module")
