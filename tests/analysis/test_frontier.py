@@ -9,7 +9,6 @@ import pytest
 from sparsecircuits.analysis.frontier import (
     GRIDS,
     density_label,
-    geomean,
     grid_points,
     matched_ratio,
     point_name,
@@ -180,11 +179,9 @@ def test_summarize_per_task_ratios_when_models_learned_different_tasks():
     assert s["dense_over_sparse"] == {}  # sizes of different tasks are not compared
 
 
-def test_names_and_geomean():
+def test_names():
     assert density_label(1.0) == "dense" and density_label(0.0625) == "1/16" and density_label(0.3) == "0.3"
     assert point_name(64, 0.25) == "w64-s4" and point_name(128, 1.0) == "w128-dense"
-    assert geomean([4, 16]) == pytest.approx(8.0) and geomean([0, 4]) == pytest.approx(2.0)
-    assert geomean([]) is None
     names = [p.name for p in grid_points("cpu")]
     assert len(names) == len(set(names)) == 6
     sets = grid_points("smoke", steps=40)[0].sets

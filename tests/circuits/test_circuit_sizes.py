@@ -157,4 +157,4 @@ def test_frontier_counts_a_size_only_where_it_met_the_target_on_held_out_items(t
     path.write_text(json.dumps(data))
     from sparsecircuits.analysis.frontier import _cached_circuit
 
-    assert _cached_circuit(path, {"target_loss": 0.15, **settings, "ablation": "mean"}, [0.1, 0.15]) is None
+    assert _cached_circuit(path, "t", {"target_loss": 0.15, **settings, "ablation": "mean"}, [0.1, 0.15]) is None

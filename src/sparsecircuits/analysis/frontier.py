@@ -50,7 +50,6 @@ Grids (``GRIDS``):
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -60,14 +59,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..circuit_sizes import EDGE_COUNT
-from ..circuit_sizes import geometric_mean as geomean
-from ..io import to_jsonable
+from ..circuit_sizes import geometric_mean
+from ..config import TARGET_LOSS
 from ..errors import UserError
+from ..io import to_jsonable
+from ..rundir import RunDir, circuit_key
 
-DEFAULT_TARGETS = (0.1, 0.15, 0.3)
+DEFAULT_TARGETS = (0.1, TARGET_LOSS, 0.3)
 PAPER_RATIO = 16.0
-PRUNE_KEYS = ("steps", "k_coefs", "n_train", "n_test", "ablation")
 
 GRIDS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -163,51 +162,40 @@ def _say(msg: str, progress: bool) -> None:
 
 def ensure_trained(point: GridPoint, out: Path, data_dir: Path, progress: bool = True) -> tuple[Path, str]:
     """Train a grid point, or reuse / resume it; returns ``(run_dir, "reused"|"resumed"|"trained")``."""
-    from ..config import RunConfig, build_config
+    from ..config import build_config
     from ..train import checkpoint as ckpt
     from ..train.trainer import train
 
-    run_dir = out / point.name
+    run_dir = RunDir(out / point.name)
     cfg = build_config(None, None, point.sets + [f"data.data_dir={data_dir}"])
-    if (run_dir / "model.safetensors").is_file():
-        _check_same(run_dir, cfg, point)
-        return run_dir, "reused"
-    if (run_dir / "config.json").is_file() and ckpt.list_checkpoints(run_dir / "checkpoints"):
-        _check_same(run_dir, cfg, point)
-        saved = RunConfig.load(run_dir / "config.json")
-        train(saved, run_dir, resume=True, progress=progress)
-        return run_dir, "resumed"
+    if run_dir.weights.is_file():
+        _check_same(run_dir, cfg)
+        return run_dir.path, "reused"
+    if run_dir.config.is_file() and ckpt.list_checkpoints(run_dir.checkpoints):
+        _check_same(run_dir, cfg)
+        train(run_dir.read_config(), run_dir.path, resume=True, progress=progress)
+        return run_dir.path, "resumed"
     # a run stopped before its first checkpoint: only the files training writes first are there
-    for name in ("config.json", "tokenizer.json", "metrics.jsonl"):
-        (run_dir / name).unlink(missing_ok=True)
-    train(cfg, run_dir, progress=progress)
-    return run_dir, "trained"
+    for path in (run_dir.config, run_dir.tokenizer, run_dir.metrics):
+        path.unlink(missing_ok=True)
+    train(cfg, run_dir.path, progress=progress)
+    return run_dir.path, "trained"
 
 
-def _check_same(run_dir: Path, cfg, point: GridPoint) -> None:
-    from ..config import RunConfig
-
-    saved = RunConfig.load(run_dir / "config.json")
+def _check_same(run_dir: RunDir, cfg) -> None:
+    saved = run_dir.read_config()
     mine = (cfg.model.n_layer, cfg.model.d_model, cfg.train.density, cfg.train.steps)
     theirs = (saved.model.n_layer, saved.model.d_model, saved.train.density, saved.train.steps)
     if mine != theirs:
-        raise UserError(f"{run_dir} holds another model (n_layer, d_model, density, steps = {theirs}, "
+        raise UserError(f"{run_dir.path} holds another model (n_layer, d_model, density, steps = {theirs}, "
                         f"grid wants {mine}); choose another --out")
 
 
 def val_loss(run_dir: Path) -> float | None:
     """The last ``val_loss`` in ``metrics.jsonl``."""
-    path = run_dir / "metrics.jsonl"
-    last = None
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and rec.get("val_loss") is not None:
-                last = float(rec["val_loss"])
-    return last
+    rows, _ = RunDir(run_dir).read_metrics()
+    losses = [float(r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    return losses[-1] if losses else None
 
 
 def count_nonzeros(model) -> tuple[int, int]:
@@ -221,22 +209,17 @@ def count_nonzeros(model) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- pruning
 
 
-def _cached_circuit(path: Path, want: dict, targets: Sequence[float]):
+def _cached_circuit(path: Path, task: str, want: dict, targets: Sequence[float]):
+    """The circuit at ``RUN/circuits/FOLDER/circuit.json`` if ``rundir``'s rule reuses it
+    for ``task`` and ``want`` and it has a size for every target."""
     from ..circuits.circuit import Circuit
 
-    if not path.is_file():
+    data = RunDir(path.parents[2]).fresh_circuit(path, circuit_key(task, 0, want))
+    if data is None:
         return None
-    weights = path.parents[2] / "model.safetensors"  # RUN/circuits/TASK/circuit.json
-    if weights.is_file() and path.stat().st_mtime_ns < weights.stat().st_mtime_ns:
-        return None  # pruned from an earlier model
     try:
-        c = Circuit.load(path)
+        c = Circuit.from_json(data, source=str(path))
     except UserError:
-        return None
-    if c.metrics.get("edge_count") != EDGE_COUNT:
-        return None  # sizes counted another way (or without held-out losses): prune again
-    s = c.settings
-    if any(s.get(k) != want[k] for k in PRUNE_KEYS) or s.get("target_loss") != want["target_loss"]:
         return None
     have = {round(float(r["target_loss"]), 6) for r in c.metrics.get("size_vs_target", [])}
     if not all(round(float(t), 6) in have for t in targets):
@@ -248,16 +231,17 @@ def prune_sizes(run, task: str, targets: Sequence[float], settings: dict, force:
                 variant: str | None = None) -> dict:
     """Circuit sizes of one model on one task at each target (cached next to the run).
 
-    ``settings`` holds ``PRUNE_KEYS`` (``ablation`` defaults to mean).  A ``variant``
+    ``settings`` holds ``steps``, ``k_coefs``, ``n_train``, ``n_test`` and perhaps
+    ``ablation`` (default mean).  A ``variant``
     (e.g. ``"zero"`` for zero ablation) is cached apart, in ``circuits/<task>@<variant>``.
     """
     from ..circuits import NotLearnedError, prune
 
-    main = 0.15 if 0.15 in targets else sorted(targets)[len(targets) // 2]
+    main = TARGET_LOSS if TARGET_LOSS in targets else sorted(targets)[len(targets) // 2]
     want = {"target_loss": main, "ablation": "mean", **settings}
     folder = task if variant is None else f"{task}@{variant}"
-    path = Path(run.path) / "circuits" / folder / "circuit.json"
-    c = _cached_circuit(path, want, targets)
+    path = RunDir(run.path).circuit(folder)
+    c = _cached_circuit(path, task, want, targets)
     cached = c is not None
     if c is None:
         try:
@@ -352,7 +336,8 @@ def summarize(models: list[dict], tasks: Sequence[str], targets: Sequence[float]
             use = common if common else sorted(mine)
             sizes = [m["tasks"][task]["targets"][key] for task in use]
             m.setdefault("geomean", {})[key] = {
-                "edges": geomean([s["edges"] for s in sizes]), "nodes": geomean([s["nodes"] for s in sizes]),
+                "edges": geometric_mean([s["edges"] for s in sizes]),
+                "nodes": geometric_mean([s["nodes"] for s in sizes]),
                 "tasks": use}
         by_task = {task: dense_over_sparse(task_curves(models, task, key))
                    for task in sorted(set().union(*met_by))}
@@ -379,7 +364,7 @@ def dense_over_sparse(curves: dict[float, list[tuple[float, float, float]]]) -> 
 def task_curves(models: list[dict], task: str, key: str) -> dict[float, list[tuple[float, float, float]]]:
     """One task's ``{density: [(val_loss, edges, nodes), ...]}``: the models whose circuit met the target.
 
-    Sizes below one count as one, as in ``geomean``.
+    Sizes below one count as one, as in ``geometric_mean``.
     """
     curves: dict[float, list] = {}
     for m in models:
@@ -568,7 +553,7 @@ def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
     result = {"grid": grid, "tasks": tasks, "targets": targets, "data_dir": str(data_dir),
               "paper_ratio_edges": PAPER_RATIO, "models": models, "summary": summary,
               "seconds": round(time.perf_counter() - t_all, 1)}
-    atomic_write_json(out / "frontier.json", _jsonable(result))
+    atomic_write_json(out / "frontier.json", to_jsonable(result))
     result["plots"] = [str(p) for p in plot_frontier(models, targets, out, tasks, summary)]
     return result
 
@@ -598,5 +583,3 @@ def ratio_lines(result: dict) -> list[str]:
                          f"at matched loss: {parts(r)} (paper: ~{PAPER_RATIO:g}x edges)")
     return lines
 
-
-_jsonable = to_jsonable  # one conversion for every JSON file we write
