@@ -1,13 +1,15 @@
 """Typed configs, presets, TOML files and ``--set key=value`` overrides.
 
-A run is described by one ``RunConfig`` (model, train, data, seed). Presets are plain
-dicts of overrides applied to the defaults, so a preset, a TOML file and ``--set`` all go
-through the same validation, and an unknown key or a wrong type is an error naming it.
+A run is described by one ``RunConfig`` (model, train, data, seed), a pruning run by one
+``PruneSettings``. Presets are plain dicts of overrides applied to the defaults, so a
+preset, a TOML file and ``--set`` all go through the same validation, and an unknown key
+or a wrong type is an error naming it.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -182,6 +184,92 @@ class RunConfig:
         return cls.from_dict(read_json(path, what="config"))
 
 
+# Pruning (``circuits/prune.py``; the method: docs/method.md §3).
+ABLATIONS = ("mean", "zero", "resample")
+LR_DECAYS = ("linear", "constant")
+DEFAULT_STEPS = 60  # mask optimisation steps per k_coef
+DEFAULT_LR = 1e-2
+DEFAULT_K_COEFS = (1e-3, 3e-3, 1e-2)
+DEFAULT_BETA2 = 0.95  # the paper's (ours was 0.999: same circuits, see circuits/prune.py)
+DEFAULT_GRAD_CLIP = 1.0  # the paper clips; our mask gradients rarely reach 1
+SIZE_TARGETS = (0.05, 0.1, 0.15, 0.2, 0.3)  # targets whose circuit sizes are read off the ranking
+
+
+@dataclass
+class PruneSettings:
+    """Every knob of a pruning run; stored in the circuit's ``metrics.settings``.
+
+    Why each default is what it is: ``circuits/prune.py``'s docstring. ``prune(**kw)`` and
+    ``prune --set KEY=VALUE`` set fields through ``with_overrides``, converted to each
+    field's type like the run config's ``--set``."""
+
+    target_loss: float = TARGET_LOSS
+    ablation: str = "mean"
+    steps: int = DEFAULT_STEPS
+    k_coefs: list[float] = field(default_factory=lambda: list(DEFAULT_K_COEFS))
+    lr: float = DEFAULT_LR
+    weight_decay: float = 1e-3
+    beta2: float = DEFAULT_BETA2  # AdamW's second-moment decay (beta1 stays 0.9)
+    grad_clip: float = DEFAULT_GRAD_CLIP  # max L2 norm of the tau gradient; 0 = no clipping
+    lr_decay: str = "linear"  # "linear" (to 0 at the last step) or "constant"
+    warmup_frac: float = 0.0  # fraction of steps with a linear lr warmup before the decay
+    tau_init_mean: float = 0.1
+    tau_init_std: float = 0.01
+    temperature: float = 1.0
+    batch_pairs: int = 64
+    n_train: int = 256
+    n_test: int = 128
+    calibration_steps: int = 16
+    min_accuracy: float = LEARNED_ACCURACY
+    curve_every: int = 10
+    length_buckets: int = 4  # sub-batches per step, by prompt length (speed only)
+    eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
+    n_probe: int = 256  # train pairs (or examples x2) the bisection evaluates on (256: all of them)
+    threads: int = 0  # torch threads while pruning; 0 = leave torch's default
+    size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
+
+    def with_overrides(self, overrides: dict[str, Any], source: str) -> "PruneSettings":
+        """Set fields from ``overrides`` (values may be text, as ``--set`` gives them),
+        each converted to its field's type; an unknown key or a wrong type is a UserError
+        naming ``source``."""
+        apply_overrides(self, dict(overrides), source)
+        return self
+
+    def validate(self) -> "PruneSettings":
+        if not self.target_loss > 0:
+            raise UserError(f"target loss must be > 0, got {self.target_loss}")
+        if self.ablation not in ABLATIONS:
+            raise UserError(f"unknown ablation {self.ablation!r}; expected one of: {', '.join(ABLATIONS)}")
+        if self.steps < 1:
+            raise UserError(f"steps must be >= 1, got {self.steps}")
+        if not self.k_coefs or any(not (k >= 0 and math.isfinite(k)) for k in self.k_coefs):
+            raise UserError(f"k_coefs must be a non-empty list of numbers >= 0, got {self.k_coefs}")
+        if self.n_train < 1 or self.n_test < 1 or self.batch_pairs < 1:
+            raise UserError("n_train, n_test and batch_pairs must be >= 1")
+        if self.temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.beta2 < 1:
+            raise UserError(f"beta2 must be in [0, 1), got {self.beta2}")
+        if not (self.grad_clip >= 0 and self.lr > 0 and self.weight_decay >= 0):
+            raise UserError("grad_clip and weight_decay must be >= 0 and lr > 0")
+        if self.lr_decay not in LR_DECAYS:
+            raise UserError(f"unknown lr_decay {self.lr_decay!r}; expected one of: {', '.join(LR_DECAYS)}")
+        if not 0 <= self.warmup_frac < 1:
+            raise UserError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not self.tau_init_std >= 0:
+            raise UserError(f"tau_init_std must be >= 0, got {self.tau_init_std}")
+        return self
+
+    def lr_factor(self, step: int) -> float:
+        """The lr multiplier at ``step``: linear warmup, then linear decay (or constant)."""
+        warm = int(round(self.warmup_frac * self.steps))
+        if step < warm:
+            return (step + 1) / warm
+        if self.lr_decay == "constant":
+            return 1.0
+        return max(0.0, 1.0 - (step - warm) / max(1, self.steps - warm))
+
+
 # Presets: overrides of the defaults above. Shapes and budgets chosen by measurement on a
 # 2-core CPU; see the README's "Presets" section.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -270,6 +358,12 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     if isinstance(current, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, tuple):
+            value = list(value)
+        if current and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in current):
+            if not isinstance(value, list):  # a list of numbers (pruning's k_coefs), comma-separated in text
+                raise UserError(f"{key}: expected a list of numbers, got {value!r}")
+            return [_coerce(v, 0.0, key) for v in value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise UserError(f"{key}: expected a list of strings, got {value!r}")
         return list(value)

@@ -6,7 +6,8 @@ from circuit_fixtures import TOY_CIRCUIT, toy_examples
 from sparsecircuits.circuits import prune
 from sparsecircuits.circuits.attribution import attribution_scores
 from sparsecircuits.circuits.masking import MaskedModel
-from sparsecircuits.circuits.prune import PruneSettings, _resolve_task
+from sparsecircuits.circuits.prune import _resolve_task
+from sparsecircuits.config import PruneSettings
 from sparsecircuits.errors import UserError
 
 FAST = dict(progress=False, threads=1)

@@ -42,7 +42,8 @@ from sparsecircuits.circuits.masking import (
     val_windows,
 )
 from sparsecircuits.circuits.nodes import NodeSet
-from sparsecircuits.circuits.prune import PruneSettings, _Prober, _resolve_task
+from sparsecircuits.circuits.prune import _Prober, _resolve_task
+from sparsecircuits.config import PruneSettings
 from sparsecircuits.config import RunConfig
 from sparsecircuits.run import Run
 from sparsecircuits.rundir import RunDir

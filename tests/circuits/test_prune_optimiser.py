@@ -4,7 +4,8 @@ import torch
 
 from circuit_fixtures import toy_examples
 from sparsecircuits.circuits.masking import MaskedModel
-from sparsecircuits.circuits.prune import PruneSettings, _frozen, _resolve_task, make_settings, optimise_tau
+from sparsecircuits.circuits.prune import _frozen, _resolve_task, make_settings, optimise_tau
+from sparsecircuits.config import PruneSettings
 from sparsecircuits.errors import UserError
 
 

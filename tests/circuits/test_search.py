@@ -8,8 +8,8 @@ from circuit_fixtures import TOY_CIRCUIT, toy_examples
 from ray_helpers import start_local_ray
 from sparsecircuits.circuits import search as search_mod
 from sparsecircuits.circuits.search import SPACE, SearchFailedError, best_trial, search, start_params
-from sparsecircuits.circuits.prune import PruneSettings
 from sparsecircuits.cli import main
+from sparsecircuits.config import PruneSettings
 from sparsecircuits.errors import UserError
 from sparsecircuits.tasks.base import TaskExample, write_jsonl_examples
 
@@ -158,7 +158,9 @@ def test_cli_search_writes_the_record_and_fails_cleanly(toy_run_dir, tmp_path, c
 
     for bad, match in ((["--jobs", "2"], "--jobs goes with --search"), (["--search", "0"], "--search must be"),
                        (["--set", "lr"], "KEY=VALUE"), (["--set", "nope=1"], "unknown pruning setting"),
-                       (["--set", "steps=3"], "use --steps"), (["--set", "lr=fast"], "expected a float"),
+                       (["--set", "steps=3"], "use --steps"), (["--set", "lr=fast"], "'lr': expected a number"),
+                       (["--set", "batch_pairs=8.5"], "'batch_pairs': expected an integer"),
+                       (["--set", "size_targets=0.1,big"], "'size_targets': expected a number"),
                        (["--set", "beta2=1.5"], "beta2")):
         assert main(["prune", str(toy_run_dir), "--tasks-file", str(tasks), *bad, *fast]) == 2
         assert match in _one_error_line(capsys)

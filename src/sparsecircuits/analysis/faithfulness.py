@@ -182,7 +182,7 @@ def circuit_from_keep(run, keep: torch.Tensor, train_items: Sequence, task: str 
     Lets the report card judge any node set (a hypothesis, a circuit from another tool),
     not only what ``prune`` found.
     """
-    from ..circuits.prune import PruneSettings
+    from ..config import PruneSettings
 
     model = run.model
     nodes = NodeSet.from_model(model)
@@ -386,7 +386,8 @@ def _control_name(control) -> str:
 
 def _control_circuit(ctx: _Ctx, progress: bool) -> Circuit:
     """The nonsense task pruned with the circuit's own settings (cached in the run dir)."""
-    from ..circuits.prune import PruneSettings, prune
+    from ..circuits.prune import prune
+    from ..config import PruneSettings
     from ..rundir import RunDir, circuit_key
 
     s = {**asdict(PruneSettings()), **ctx.settings}

@@ -13,12 +13,13 @@ from . import graph as _graph_mod  # noqa: F401
 from . import masking as _masking_mod  # noqa: F401
 from . import nodes as _nodes_mod  # noqa: F401
 from . import prune as _prune_mod
+from ..config import DEFAULT_K_COEFS, DEFAULT_STEPS, PruneSettings
 from ..sites import SITE_KINDS
 from .circuit import Circuit, fit_calibration
 from .graph import build_graph, count_edges, internal_edges, io_edges
 from .masking import MaskedModel, ablate_only, compute_node_means, heaviside_ste, node_means
 from .nodes import NodeSet, Site
-from .prune import DEFAULT_K_COEFS, DEFAULT_STEPS, NotLearnedError, PruneSettings, smallest_passing
+from .prune import NotLearnedError, smallest_passing
 
 
 def prune(run, task, **kwargs) -> Circuit:

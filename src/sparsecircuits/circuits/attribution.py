@@ -20,12 +20,12 @@ import time
 
 import torch
 
-from ..config import TARGET_LOSS
+from ..config import TARGET_LOSS, PruneSettings
 from ..tasks.base import binary_task_loss
 from .circuit import Circuit
 from .graph import count_edges
 from .masking import MaskedModel
-from .prune import PruneSettings, _Context, _frozen, _Prober, _prepare, _threads, finish, make_settings
+from .prune import _Context, _frozen, _Prober, _prepare, _threads, finish, make_settings
 
 METHODS = ("learned", "attribution")
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import ABLATIONS
 from ..errors import UserError
 from ..rundir import RunDir
 from .nodes import NodeSet
 
-ABLATIONS = ("mean", "zero", "resample")
 
 
 # ---------------------------------------------------------------------------- STE

@@ -48,16 +48,15 @@ The recipe, and the choices made where the paper leaves room:
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
 import torch
 
-from ..config import LEARNED_ACCURACY, TARGET_LOSS
+from ..config import TARGET_LOSS, PruneSettings
 from ..errors import UserError
 from ..tasks.base import binary_task_loss
 from .circuit import (
@@ -71,84 +70,11 @@ from .circuit import (
     orientation,
 )
 from .graph import build_graph, count_edges
-from .masking import ABLATIONS, MaskedModel, ablation_baseline, heaviside_ste
+from .masking import MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
-
-DEFAULT_STEPS = 60
-DEFAULT_LR = 1e-2
-DEFAULT_K_COEFS = (1e-3, 3e-3, 1e-2)
-DEFAULT_BETA2 = 0.95  # the paper's (ours was 0.999: same circuits, see the docstring)
-DEFAULT_GRAD_CLIP = 1.0  # the paper clips; our mask gradients rarely reach 1
-LR_DECAYS = ("linear", "constant")
-SIZE_TARGETS = (0.05, 0.1, 0.15, 0.2, 0.3)
-
 
 class NotLearnedError(UserError):
     """The full model does not do the task well enough to be worth pruning."""
-
-
-@dataclass
-class PruneSettings:
-    """Every knob of a pruning run; stored in the circuit's ``metrics.settings``."""
-
-    target_loss: float = TARGET_LOSS
-    ablation: str = "mean"
-    steps: int = DEFAULT_STEPS
-    k_coefs: list[float] = field(default_factory=lambda: list(DEFAULT_K_COEFS))
-    lr: float = DEFAULT_LR
-    weight_decay: float = 1e-3
-    beta2: float = DEFAULT_BETA2  # AdamW's second-moment decay (beta1 stays 0.9)
-    grad_clip: float = DEFAULT_GRAD_CLIP  # max L2 norm of the tau gradient; 0 = no clipping
-    lr_decay: str = "linear"  # "linear" (to 0 at the last step) or "constant"
-    warmup_frac: float = 0.0  # fraction of steps with a linear lr warmup before the decay
-    tau_init_mean: float = 0.1
-    tau_init_std: float = 0.01
-    temperature: float = 1.0
-    batch_pairs: int = 64
-    n_train: int = 256
-    n_test: int = 128
-    calibration_steps: int = 16
-    min_accuracy: float = LEARNED_ACCURACY
-    curve_every: int = 10
-    length_buckets: int = 4  # sub-batches per step, by prompt length (speed only)
-    eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
-    n_probe: int = 256  # train pairs (or examples x2) the bisection evaluates on (256: all of them)
-    threads: int = 0  # torch threads while pruning; 0 = leave torch's default
-    size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
-
-    def validate(self) -> "PruneSettings":
-        if not self.target_loss > 0:
-            raise UserError(f"target loss must be > 0, got {self.target_loss}")
-        if self.ablation not in ABLATIONS:
-            raise UserError(f"unknown ablation {self.ablation!r}; expected one of: {', '.join(ABLATIONS)}")
-        if self.steps < 1:
-            raise UserError(f"steps must be >= 1, got {self.steps}")
-        if not self.k_coefs or any(not (k >= 0 and math.isfinite(k)) for k in self.k_coefs):
-            raise UserError(f"k_coefs must be a non-empty list of numbers >= 0, got {self.k_coefs}")
-        if self.n_train < 1 or self.n_test < 1 or self.batch_pairs < 1:
-            raise UserError("n_train, n_test and batch_pairs must be >= 1")
-        if self.temperature <= 0:
-            raise UserError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.beta2 < 1:
-            raise UserError(f"beta2 must be in [0, 1), got {self.beta2}")
-        if not (self.grad_clip >= 0 and self.lr > 0 and self.weight_decay >= 0):
-            raise UserError("grad_clip and weight_decay must be >= 0 and lr > 0")
-        if self.lr_decay not in LR_DECAYS:
-            raise UserError(f"unknown lr_decay {self.lr_decay!r}; expected one of: {', '.join(LR_DECAYS)}")
-        if not 0 <= self.warmup_frac < 1:
-            raise UserError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if not self.tau_init_std >= 0:
-            raise UserError(f"tau_init_std must be >= 0, got {self.tau_init_std}")
-        return self
-
-    def lr_factor(self, step: int) -> float:
-        """The lr multiplier at ``step``: linear warmup, then linear decay (or constant)."""
-        warm = int(round(self.warmup_frac * self.steps))
-        if step < warm:
-            return (step + 1) / warm
-        if self.lr_decay == "constant":
-            return 1.0
-        return max(0.0, 1.0 - (step - warm) / max(1, self.steps - warm))
 
 
 # ---------------------------------------------------------------------------- bisection
@@ -416,10 +342,10 @@ def make_settings(target_loss: float = TARGET_LOSS, ablation: str = "mean", step
         s.steps = int(steps)
     if k_coefs is not None:
         s.k_coefs = [float(k) for k in k_coefs]
-    for key, value in overrides.items():
-        if not hasattr(s, key):
-            raise TypeError(f"prune() got an unexpected keyword argument {key!r}")
-        setattr(s, key, value)
+    unknown = [key for key in overrides if key not in {f.name for f in fields(PruneSettings)}]
+    if unknown:
+        raise TypeError(f"prune() got an unexpected keyword argument {unknown[0]!r}")
+    s.with_overrides(overrides, source="prune()")
     if s.target_loss not in s.size_targets:
         s.size_targets = sorted(set(s.size_targets) | {s.target_loss})
     return s.validate()

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ..circuit_sizes import size_summary
-from ..config import LEARNED_ACCURACY, TARGET_LOSS
+from ..config import ABLATIONS, LEARNED_ACCURACY, TARGET_LOSS
 from ..errors import UserError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="name for a --tasks-file task (default: the file's stem)")
     p.add_argument("--target-loss", type=float, default=TARGET_LOSS,
                    help=f"task loss the circuit must reach (default {TARGET_LOSS})")
-    p.add_argument("--ablation", choices=("mean", "zero", "resample"), default="mean",
+    p.add_argument("--ablation", choices=ABLATIONS, default="mean",
                    help="how pruned nodes are replaced: node means, zero, or the pair's other prompt (resample)")
     p.add_argument("--method", choices=("learned", "attribution"), default="learned",
                    help="learned node masks (default) or the attribution-patching baseline (one gradient, top-k)")
@@ -76,11 +76,10 @@ def settings_overrides(pairs: list[str]) -> dict:
     """``["lr=3e-3", "lr_decay=constant"]`` -> typed ``PruneSettings`` fields (bad key or value: UserError)."""
     from dataclasses import fields
 
-    from ..circuits.prune import PruneSettings
+    from ..config import PruneSettings
 
-    defaults = PruneSettings()
     known = {f.name for f in fields(PruneSettings)}
-    out: dict = {}
+    typed, out = PruneSettings(), {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
@@ -90,17 +89,8 @@ def settings_overrides(pairs: list[str]) -> dict:
             raise UserError(f"--set {key}: use {_OWN_FLAGS[key]} instead")
         if key not in known:
             raise UserError(f"--set: unknown pruning setting {key!r}; known: {', '.join(sorted(known - set(_OWN_FLAGS)))}")
-        default = getattr(defaults, key)
-        try:
-            if isinstance(default, list):
-                value = [float(v) for v in text.split(",") if v.strip()]
-            elif isinstance(default, bool):
-                value = {"true": True, "1": True, "false": False, "0": False}[text.strip().lower()]
-            else:
-                value = type(default)(text.strip())
-        except (ValueError, KeyError):
-            raise UserError(f"--set {key}: expected a {type(default).__name__}, got {text!r}") from None
-        out[key] = value
+        typed.with_overrides({key: text.strip()}, source="--set")  # each pair checked as given
+        out[key] = getattr(typed, key)
     return out
 
 
