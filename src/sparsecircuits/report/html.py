@@ -26,10 +26,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic_path
-from .loading import ANNOTATIONS, INDEX, load_run_data, read_annotations, read_circuit_file
+from ..rundir import ANNOTATIONS, RunDir
+from .loading import INDEX, load_run_data, read_annotations, read_circuit_file
 from .pages import render_circuit, render_compare, render_index
-
-REPORT_DIR = "report"
 
 
 def _write_page(path: Path, page: str) -> None:
@@ -41,7 +40,7 @@ def _write_page(path: Path, page: str) -> None:
 def build_report(run_dir: str | Path) -> tuple[Path, list[str]]:
     """Write the report; return the index path and the problems found while reading."""
     run = load_run_data(run_dir)
-    out = run.path / REPORT_DIR
+    out = RunDir(run.path).report
     pages = {c.page for c in run.circuits if c.data is not None}
     for c in run.circuits:
         if c.data is not None:

@@ -15,9 +15,9 @@ from typing import Any
 from ..circuit_sizes import upgrade_circuit_json
 from ..errors import UserError
 from ..io import read_json
+from ..rundir import ANNOTATIONS, CIRCUIT, CIRCUITS, METRICS, RunDir
 
 INDEX = "index.html"
-ANNOTATIONS = "annotations.json"
 
 
 @dataclass
@@ -61,27 +61,6 @@ def _page_name(dirname: str, used: set[str]) -> str:
     return name
 
 
-def _load_metrics(path: Path, warnings: list[str]) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
-    if bad:
-        warnings.append(f"metrics.jsonl: skipped {bad} unreadable line(s)")
-    return rows
-
-
 def _check_circuit(data: Any) -> str | None:
     if not isinstance(data, dict):
         return "not a JSON object"
@@ -104,53 +83,53 @@ def read_annotations(path: Path, warnings: list[str]) -> dict | None:
 def load_run_data(run_dir: str | Path) -> RunData:
     """Read everything the report shows; only a missing ``config.json`` is an error."""
     path = Path(run_dir)
+    rd = RunDir(path)
     if not path.is_dir():
         raise UserError(f"not a run directory: {path}")
-    if not (path / "config.json").is_file():
+    if not rd.is_run():
         raise UserError(f"not a run directory (no config.json): {path}")
     warnings: list[str] = []
-    config, err = _read_json_soft(path / "config.json")
+    config, err = _read_json_soft(rd.config)
     if err or not isinstance(config, dict):
-        raise UserError(f"run config is not a valid JSON object: {path / 'config.json'}")
-    metrics = _load_metrics(path / "metrics.jsonl", warnings)
-    tasks: dict[str, dict] = {}
-    if (path / "tasks.json").is_file():
-        raw, err = _read_json_soft(path / "tasks.json")
-        if err:
-            warnings.append(err)
-        elif isinstance(raw, dict) and isinstance(raw.get("tasks"), dict):
-            tasks = {str(k): v for k, v in raw["tasks"].items() if isinstance(v, dict)}
-        else:
-            warnings.append("tasks.json: expected {\"tasks\": {name: {...}}}")
+        raise UserError(f"run config is not a valid JSON object: {rd.config}")
+    metrics, bad = rd.read_metrics()
+    if bad:
+        warnings.append(f"{METRICS}: skipped {bad} unreadable line(s)")
+    tasks = _soft(rd.read_tasks, warnings) or {}
+    circuits = _load_circuits(rd, warnings)
+    evaluation = _soft(rd.read_eval, warnings) or {}
+    measures = evaluation["measures"] if isinstance(evaluation.get("measures"), dict) else {}
+    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures)
+
+
+def _soft(read, warnings: list[str]):
+    """``read()``, or None with its error as a warning: one damaged file hides nothing else."""
+    try:
+        return read()
+    except UserError as exc:
+        warnings.append(str(exc))
+        return None
+
+
+def _load_circuits(rd: RunDir, warnings: list[str]) -> list[CircuitEntry]:
+    """Every ``circuits/<dirname>/circuit.json``, each with a page name of its own."""
     circuits: list[CircuitEntry] = []
     used: set[str] = {INDEX}
-    cdir = path / "circuits"
-    if cdir.is_dir():
-        for sub in sorted(p for p in cdir.iterdir() if p.is_dir()):
-            cfile = sub / "circuit.json"
-            if not cfile.is_file():
-                continue
-            data, err = _read_json_soft(cfile)
-            err = err or _check_circuit(data)
-            task = sub.name
-            if not err and isinstance(data.get("task"), str) and data["task"]:
-                task = data["task"]
-            entry = CircuitEntry(sub.name, task, _page_name(sub.name, used))
-            if err:
-                entry.error = err
-                warnings.append(f"circuits/{sub.name}/circuit.json: {err}")
-            else:
-                entry.data = upgrade_circuit_json(data)  # older files: edge counts from their links
-                entry.annotations = read_annotations(sub / ANNOTATIONS, warnings)
-            circuits.append(entry)
-    measures: dict = {}
-    if (path / "eval.json").is_file():
-        raw, err = _read_json_soft(path / "eval.json")
+    for sub in rd.circuit_dirs():
+        data, err = _read_json_soft(sub / CIRCUIT)
+        err = err or _check_circuit(data)
+        task = sub.name
+        if not err and isinstance(data.get("task"), str) and data["task"]:
+            task = data["task"]
+        entry = CircuitEntry(sub.name, task, _page_name(sub.name, used))
         if err:
-            warnings.append(err)
-        elif isinstance(raw, dict) and isinstance(raw.get("measures"), dict):
-            measures = raw["measures"]
-    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures)
+            entry.error = err
+            warnings.append(f"{CIRCUITS}/{sub.name}/{CIRCUIT}: {err}")
+        else:
+            entry.data = upgrade_circuit_json(data)  # older files: edge counts from their links
+            entry.annotations = read_annotations(sub / ANNOTATIONS, warnings)
+        circuits.append(entry)
+    return circuits
 
 
 def read_circuit_file(path: Path) -> dict:

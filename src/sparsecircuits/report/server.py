@@ -23,7 +23,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import UserError
-from .html import INDEX, REPORT_DIR, write_report
+from ..rundir import REPORT, RunDir
+from .html import INDEX, write_report
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 _LISTING_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -46,7 +47,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    return RunDir(path).is_run()
 
 
 class ViewerServer(ThreadingHTTPServer):
@@ -147,9 +148,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
             self._error(status)
             return
         if not target.exists():
-            if target.name == REPORT_DIR and is_run_dir(target.parent):
+            if target.name == REPORT and is_run_dir(target.parent):
                 self._ensure_report(target.parent)
-            elif target.suffix == ".html" and target.parent.name == REPORT_DIR and is_run_dir(target.parent.parent):
+            elif target.suffix == ".html" and target.parent.name == REPORT and is_run_dir(target.parent.parent):
                 self._ensure_report(target.parent.parent)
         url_path = urlsplit(self.path).path
         if target.is_dir():
@@ -177,7 +178,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
     def _ensure_report(self, run: Path) -> None:
         """Write a run's report on first request; a broken run just stays without one."""
         with self.server.report_lock:
-            if (run / REPORT_DIR / INDEX).is_file():
+            if (run / REPORT / INDEX).is_file():
                 return
             try:
                 write_report(run)
@@ -223,16 +224,15 @@ class ViewerHandler(BaseHTTPRequestHandler):
         rows = []
         for name, run in candidates:
             prefix = "" if name == "." else quote(name, errors="replace") + "/"
-            has_report = (run / REPORT_DIR / INDEX).is_file()
+            has_report = (run / REPORT / INDEX).is_file()
             if not (is_run_dir(run) or has_report):
                 continue
-            circuits = run / "circuits"
-            n_circ = sum(1 for c in circuits.iterdir() if (c / "circuit.json").is_file()) if circuits.is_dir() else 0
+            n_circ = len(RunDir(run).circuit_dirs())
             mtime = datetime.fromtimestamp(run.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
             label = root.name if name == "." else name
             report = "report" if has_report else "report (written on first view)"
-            rows.append(f"<tr><td><a href=\"{e(prefix)}{REPORT_DIR}/\">{e(label)}</a></td>"
-                        f"<td><a href=\"{e(prefix)}{REPORT_DIR}/\">{e(report)}</a></td>"
+            rows.append(f"<tr><td><a href=\"{e(prefix)}{REPORT}/\">{e(label)}</a></td>"
+                        f"<td><a href=\"{e(prefix)}{REPORT}/\">{e(report)}</a></td>"
                         f"<td>{n_circ}</td><td class=\"muted\">{e(mtime)}</td>"
                         f"<td><a href=\"{e(prefix)}\">files</a></td></tr>")
         if not rows:
