@@ -40,6 +40,8 @@ def test_layout_paths(tmp_path):
     assert r.summary == tmp_path / "circuits" / "summary.json"
     assert r.search("quote") == tmp_path / "circuits" / "quote" / "search.json"
     assert r.control("nonsense_name_when").parts[-3:] == ("controls", "nonsense_name_when", "circuit.json")
+    assert r.steer("quote", "blocks.0.hook_attn_in:3") == tmp_path / "steer" / "quote" / "blocks.0.hook_attn_in_3"
+    assert r.bridge_weights.name == "bridges.safetensors" and r.imported.name == "imported_from.json"
     assert not r.is_run() and r.circuit_dirs() == []
     _write(r.circuit("b"), {})
     _write(r.circuit("a"), {})

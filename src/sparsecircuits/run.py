@@ -9,6 +9,7 @@ import torch
 from .config import RunConfig
 from .errors import UserError
 from .model.gpt import GPT
+from .rundir import RunDir
 
 
 class MissingTokenizer:
@@ -77,17 +78,16 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     from .data.tokenizer import load_tokenizer
 
     path = Path(path)
+    run_dir = RunDir(path)
     if not path.is_dir():
         raise UserError(f"run directory not found: {path}")
-    if not (path / "config.json").is_file():
+    if not run_dir.is_run():
         raise UserError(f"{path} is not a run directory (no config.json)")
-    cfg = RunConfig.load(path / "config.json")
-    weights = path / "model.safetensors"
-    if not weights.is_file():
+    cfg = run_dir.read_config()
+    if not run_dir.weights.is_file():
         raise UserError(f"{path} has no model.safetensors (training not finished? try 'train --resume')")
     model = GPT(cfg.model)
-    load_weights(model, weights)
+    load_weights(model, run_dir.weights)
     model.to(device).eval()
-    tok_path = path / "tokenizer.json"
-    tokenizer = load_tokenizer(tok_path) if tok_path.exists() else MissingTokenizer(path)
+    tokenizer = load_tokenizer(run_dir.tokenizer) if run_dir.tokenizer.exists() else MissingTokenizer(path)
     return Run(path=path, config=cfg, model=model, tokenizer=tokenizer)

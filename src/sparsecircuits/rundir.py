@@ -8,6 +8,7 @@ and when a result cached in it still holds.
       tokenizer.json               the byte-level BPE (absent for some imported models)
       model.safetensors            the final weights
       launch.json                  the torchrun launch that created the run (train/elastic.py)
+      imported_from.json           an imported model's source (interop/openai.py)
       metrics.jsonl                one JSON object per logged step, appended while training
       checkpoints/step_NNNNNNN/    resumable training state (train/checkpoint.py)
       eval.json                    `eval`'s loss and the model's own measures
@@ -18,6 +19,11 @@ and when a result cached in it still holds.
       controls/TASK/circuit.json   nonsense-control circuits that `check` prunes; kept out of
                                    circuits/ so that the report and viewer list real circuits only
       report/                      the HTML report
+      bridge.json                  a bridged run: its dense run and the bridges' shapes
+      bridges.safetensors          a bridged run's bridge weights (model.safetensors is the
+                                   sparse model alone, an ordinary run)
+      bridge_eval.json             `bridge eval`'s errors per location
+      steer/TASK/NODE.{json,png}   `bridge steer`'s curves
 
 Everything else asks this module for a path or a file's contents instead of spelling a
 name, so a file moves by editing one line.  Writes are atomic (``io.py``): a crash leaves
@@ -40,6 +46,7 @@ CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 WEIGHTS = "model.safetensors"
 LAUNCH = "launch.json"
+IMPORTED = "imported_from.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval.json"
@@ -52,6 +59,10 @@ SEARCH = "search.json"
 SUMMARY = "summary.json"
 CONTROLS = "controls"
 REPORT = "report"
+BRIDGE = "bridge.json"
+BRIDGE_WEIGHTS = "bridges.safetensors"
+BRIDGE_EVAL = "bridge_eval.json"
+STEER = "steer"
 
 # The values that decide what pruning finds: a cached circuit is reused only when each of
 # them was recorded with the value asked for now (see ``circuit_key``).
@@ -119,6 +130,10 @@ class RunDir:
         return self.path / LAUNCH
 
     @property
+    def imported(self) -> Path:
+        return self.path / IMPORTED
+
+    @property
     def metrics(self) -> Path:
         return self.path / METRICS
 
@@ -149,6 +164,22 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.path / REPORT
+
+    @property
+    def bridge(self) -> Path:
+        return self.path / BRIDGE
+
+    @property
+    def bridge_weights(self) -> Path:
+        return self.path / BRIDGE_WEIGHTS
+
+    @property
+    def bridge_eval(self) -> Path:
+        return self.path / BRIDGE_EVAL
+
+    def steer(self, task: str, node: str) -> Path:
+        """The stem (no suffix) of a steering curve's files: ``:`` is no file-name character."""
+        return self.path / STEER / task / node.replace(":", "_")
 
     def circuit_dir(self, task: str) -> Path:
         return self.circuits / task

@@ -51,6 +51,7 @@ from ..circuits.circuit import Circuit, calibrated_diff, diff_loss, encode_for_r
 from ..circuits.masking import MaskedModel, val_windows
 from ..circuits.nodes import NodeSet
 from ..errors import UserError
+from ..rundir import RunDir
 
 CLASS_CAP = 64  # test prompts per class for class_acts
 DEFAULT_N_TEST = 128  # test pairs for ablation_delta when the circuit does not record its own
@@ -528,7 +529,7 @@ def attach_details(run_dir_or_run, task: str, **kwargs) -> Path:
         from ..run import load_run
 
         run = load_run(run_dir_or_run)
-    path = Path(run.path) / "circuits" / task / "circuit.json"
+    path = RunDir(run.path).circuit(task)
     raw = read_json(path, what="circuit file")
     circuit = Circuit.from_json(raw, source=str(path))
     raw["details"] = compute_details(run, circuit, **kwargs)  # already plain JSON (no inf/nan)

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from ..io import atomic_write_json
+from ..rundir import RunDir
 from ..train.trainer import VAL_SEED_OFFSET
 from .model import BridgedRun, bridge_terms, kl_from
 
-EVAL_JSON = "bridge_eval.json"
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def evaluate_bridges(br: BridgedRun, n_batches: int | None = None) -> dict:
 
 
 def write_eval(br: BridgedRun, result: dict) -> None:
-    atomic_write_json(br.path / EVAL_JSON, result)
+    atomic_write_json(RunDir(br.path).bridge_eval, result)
 
 
 def format_table(result: dict) -> str:

@@ -24,9 +24,8 @@ from torch import nn
 from ..errors import UserError
 from ..io import atomic_path, atomic_write_json, file_sha256, read_json
 from ..model.gpt import GPT, abstopk
+from ..rundir import RunDir
 
-BRIDGE_JSON = "bridge.json"
-BRIDGE_WEIGHTS = "bridges.safetensors"
 SCHEMA_VERSION = 1
 # the residual input of each sublayer, and the post-RMSNorm read (a circuit node) that follows it
 LOCATION_HOOKS = {"hook_resid_pre": "hook_attn_in", "hook_resid_mid": "hook_mlp_in"}
@@ -161,18 +160,18 @@ weights_sha256 = file_sha256
 def write_bridge_json(run_dir: Path, dense_dir: Path, spec: BridgeSpec) -> None:
     """The pointer to the dense run (absolute, with its weights' hash) and the bridge shapes."""
     dense_dir = Path(dense_dir).resolve()
-    atomic_write_json(Path(run_dir) / BRIDGE_JSON, {
+    atomic_write_json(RunDir(run_dir).bridge, {
         "schema_version": SCHEMA_VERSION, "dense_run": str(dense_dir),
-        "dense_weights_sha256": weights_sha256(dense_dir / "model.safetensors"), **asdict(spec)})
+        "dense_weights_sha256": weights_sha256(RunDir(dense_dir).weights), **asdict(spec)})
 
 
 def read_bridge_json(run_dir: Path) -> tuple[Path, str, BridgeSpec]:
-    meta = read_json(Path(run_dir) / BRIDGE_JSON, what="bridge file (is this a bridged run?)")
+    meta = read_json(RunDir(run_dir).bridge, what="bridge file (is this a bridged run?)")
     try:
         spec = BridgeSpec(**{k: meta[k] for k in BridgeSpec.__dataclass_fields__ if k in meta})
         return Path(meta["dense_run"]), str(meta["dense_weights_sha256"]), spec
     except (KeyError, TypeError) as exc:
-        raise UserError(f"{Path(run_dir) / BRIDGE_JSON} is malformed (missing {exc})") from None
+        raise UserError(f"{RunDir(run_dir).bridge} is malformed (missing {exc})") from None
 
 
 def save_bridges(bridges: Bridges, path: Path) -> None:
@@ -208,12 +207,12 @@ def load_bridged(path: str | Path, device: str = "cpu") -> BridgedRun:
     if not dense_dir.is_dir():
         raise UserError(f"the dense run of {sparse.path} is gone: {dense_dir}")
     dense = load_run(dense_dir, device=device)
-    if weights_sha256(dense_dir / "model.safetensors") != sha:
+    if weights_sha256(RunDir(dense_dir).weights) != sha:
         raise UserError(f"the dense run {dense_dir} has changed since {sparse.path} was trained against it")
     for p in dense.model.parameters():
         p.requires_grad_(False)
     bridges = Bridges(spec)
-    weights = sparse.path / BRIDGE_WEIGHTS
+    weights = RunDir(sparse.path).bridge_weights
     try:
         bridges.load_state_dict(load_file(str(weights)), strict=True)
     except (SafetensorError, OSError, RuntimeError) as exc:

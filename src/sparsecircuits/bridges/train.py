@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from ..config import RunConfig
 from ..errors import UserError
 from ..io import atomic_path
+from ..rundir import RunDir
 from ..train.trainer import Trainer
-from .model import BRIDGE_WEIGHTS, Bridges, BridgeSpec, bridge_terms, save_bridges, write_bridge_json
+from .model import Bridges, BridgeSpec, bridge_terms, save_bridges, write_bridge_json
 
 BRIDGE_PREFIX = "bridges."
 
@@ -98,7 +99,7 @@ class BridgeTrainer(Trainer):
                       if not k.startswith(BRIDGE_PREFIX)}
                 with atomic_path(self.run_dir.weights) as tmp:
                     save_file(sd, str(tmp), metadata={"format": "sparsecircuits", "step": str(self.step)})
-                save_bridges(self.bridges, self.out / BRIDGE_WEIGHTS)
+                save_bridges(self.bridges, self.run_dir.bridge_weights)
                 self.run_dir.write_config(self.cfg)
             except OSError as exc:
                 raise UserError(f"could not write the final model ({exc.strerror or exc}); {self._kept()}") from None
@@ -137,7 +138,7 @@ def train_bridged(cfg: RunConfig, out: str | Path, dense_dir: str | Path | None,
     if resume:
         dense_dir, sha, spec = read_bridge_json(out)
         dense = load_run(dense_dir)
-        if weights_sha256(Path(dense_dir) / "model.safetensors") != sha:
+        if weights_sha256(RunDir(dense_dir).weights) != sha:
             raise UserError(f"the dense run {dense_dir} has changed since {out} was started against it")
     else:
         dense = load_run(dense_dir)

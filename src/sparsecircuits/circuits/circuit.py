@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..circuit_sizes import EDGE_COUNT, RECOMPUTED, link_counts, upgrade_metrics
 from ..io import to_jsonable
 from ..errors import UserError
+from ..rundir import CIRCUIT
 from ..sites import SITE_KINDS
 from ..tasks.base import binary_task_loss
 from .masking import MaskedModel, ablation_baseline
@@ -292,7 +293,7 @@ class Circuit:
 
         path = Path(path)
         if path.is_dir():
-            path = path / "circuit.json"
+            path = path / CIRCUIT
         return cls.from_json(read_json(path, what="circuit file"), source=str(path))
 
 

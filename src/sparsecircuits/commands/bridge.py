@@ -58,19 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..config import RunConfig, apply_overrides, build_config, parse_set
+    from ..config import apply_overrides, build_config, parse_set
     from ..bridges.train import train_bridged
     from ..run import load_run
+    from ..rundir import RunDir
 
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be >= 1, got {args.stop_after}")
     if args.resume:
         if args.dense or args.out or args.preset or args.config or args.data:
             raise UserError("--resume takes its settings from the run; drop DENSE_RUN/--out/--preset/--config/--data")
-        cfg_path = args.resume / "config.json"
-        if not cfg_path.is_file():
+        if not RunDir(args.resume).is_run():
             raise UserError(f"{args.resume} is not a run directory (no config.json)")
-        cfg = RunConfig.load(cfg_path)
+        cfg = RunDir(args.resume).read_config()
         if args.set:
             apply_overrides(cfg, parse_set(args.set), source="--set")
             cfg.validate()
@@ -135,6 +135,7 @@ def run_steer(args: argparse.Namespace) -> int:
     from ..bridges.model import load_bridged
     from ..bridges.steer import format_curve, plot_curve, steer_curve
     from ..io import atomic_write_json
+    from ..rundir import RunDir
 
     if args.random < 0 or args.pairs < 1:
         raise UserError("--random must be >= 0 and --pairs >= 1")
@@ -142,7 +143,7 @@ def run_steer(args: argparse.Namespace) -> int:
     br = load_bridged(args.run)
     result = steer_curve(br, args.task, args.node, strengths, n_random=args.random, n_pairs=args.pairs,
                          seed=args.seed)
-    stem = br.path / "steer" / args.task / args.node.replace(":", "_")
+    stem = RunDir(br.path).steer(args.task, args.node)
     json_path, png_path = stem.parent / (stem.name + ".json"), stem.parent / (stem.name + ".png")
     atomic_write_json(json_path, result)
     plot_curve(result, png_path)

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.faithfulness import format_table, run_checks, write_checks
     from ..circuits.circuit import Circuit
     from ..run import load_run
+    from ..rundir import RunDir
 
-    path = args.run_dir / "circuits" / args.task / "circuit.json"
+    path = RunDir(args.run_dir).circuit(args.task)
     if not args.run_dir.is_dir():
         raise UserError(f"run directory not found: {args.run_dir}")
     if not path.is_file():

@@ -30,8 +30,9 @@ def run_export(args: argparse.Namespace) -> int:
     from ..interop.attribution_graph import default_prompt, to_attribution_graph
     from ..io import atomic_write_json, read_json
     from ..run import load_run
+    from ..rundir import RunDir
 
-    path = args.run_dir / "circuits" / args.task / "circuit.json"
+    path = RunDir(args.run_dir).circuit(args.task)
     if not path.is_file():
         raise UserError(f"no circuit for task {args.task!r} in {args.run_dir} (run 'prune' first): {path}")
     raw = read_json(path, what="circuit file")

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..circuit_sizes import size_summary
 from ..config import ABLATIONS, LEARNED_ACCURACY, TARGET_LOSS
 from ..errors import UserError
+from ..rundir import RunDir
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -140,18 +141,14 @@ def _searcher(args: argparse.Namespace):
     return run_search
 
 
-def _failed_search(exc, out_dir: Path) -> UserError:
+def _failed_search(exc, run_dir: RunDir, task: str) -> UserError:
     """Keep a failed search's trials in ``search.json`` and say where."""
-    from ..io import atomic_write_json
-
-    path = out_dir / "search.json"
-    atomic_write_json(path, exc.record)
+    path = run_dir.write_search(task, exc.record)
     return UserError(f"{exc} (trials in {path})")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..circuits.prune import NotLearnedError, prune
-    from ..io import atomic_write_json
     from ..run import load_run
 
     if args.threads < 0:
@@ -189,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
         tasks = [(n, n) for n in task_names()]
     run_ = load_run(args.run_dir)
-    out_root = Path(args.run_dir) / "circuits"
+    run_dir = RunDir(args.run_dir)
 
     results, skipped = [], []
     for name, task in tasks:
@@ -198,13 +195,13 @@ def run(args: argparse.Namespace) -> int:
         except UserError as exc:  # not learned, an answer this tokenizer splits, or a failed search
             kind = "not learned" if isinstance(exc, NotLearnedError) else "error"
             if hasattr(exc, "record"):
-                exc, kind = _failed_search(exc, out_root / name), "target not met"
+                exc, kind = _failed_search(exc, run_dir, name), "target not met"
             if not args.all_tasks:
                 raise exc from None
             skipped.append({"task": name, "reason": str(exc), "kind": kind})
             print(f"skipping {name}: {exc}", file=sys.stderr)
             continue
-        path = circuit.save(out_root / name / "circuit.json")
+        path = circuit.save(run_dir.circuit(name))
         print(_summary_line(circuit, path))
         m = circuit.metrics
         results.append({"task": name, "n_nodes": m["n_nodes"], "n_edges": m["n_edges"],
@@ -220,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         summary = {"run": str(args.run_dir), "target_loss": args.target_loss, "ablation": args.ablation,
                    "geomean_edges": gm, "geomean_nodes": sizes["geomean_nodes"], "geomean_tasks": sizes["counted"],
                    "not_in_geomean": sizes["excluded"], "tasks": results, "skipped": skipped}
-        atomic_write_json(out_root / "summary.json", summary)
+        run_dir.write_summary(summary)
         print(f"{'task':<28} {'nodes':>6} {'edges':>7} {'loss':>7} {'acc':>5}")
         for r in results:
             print(f"{r['task']:<28} {r['n_nodes']:>6} {r['n_edges']:>7} {r['circuit_loss']:>7.3f} "
@@ -228,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         gm_text = "n/a" if gm is None else f"{gm:.1f}"
         print(f"{len(results)} circuits, {len(skipped)} tasks skipped; geometric mean of edges {gm_text} "
               f"over {len(sizes['counted'])} circuit(s) that met the target on held-out items "
-              f"-> {out_root / 'summary.json'}")
+              f"-> {run_dir.summary}")
         for x in sizes["excluded"]:
             print(f"  not in the mean: {x['task']} ({x['n_edges']} edges): {x['reason']}")
     return 0

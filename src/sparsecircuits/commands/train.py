@@ -14,8 +14,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..config import PRESETS, RunConfig, apply_overrides, build_config, parse_set
+from ..config import PRESETS, apply_overrides, build_config, parse_set
 from ..errors import UserError
+from ..rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,10 +51,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--resume takes its settings from the run; drop --preset/--config/--data/--out")
         if not args.resume.is_dir():
             raise UserError(f"run directory not found: {args.resume}")
-        cfg_path = args.resume / "config.json"
-        if not cfg_path.is_file():
+        if not RunDir(args.resume).is_run():
             raise UserError(f"{args.resume} is not a run directory (no config.json)")
-        cfg = RunConfig.load(cfg_path)
+        cfg = RunDir(args.resume).read_config()
         if args.set:  # e.g. to extend a run (train.steps) or change threads
             apply_overrides(cfg, parse_set(args.set), source="--set")
             cfg.validate()

@@ -54,12 +54,12 @@ from ..errors import UserError
 from ..io import umask, atomic_path, atomic_write_json, atomic_write_text, read_json
 from ..model.gpt import GPT
 from ..run import load_run
+from ..rundir import TOKENIZER, RunDir
 from ..sites import ACTIVATION_SITES, SITES, site_widths
 
 CONFIG_FILE = "beeg_config.json"
 WEIGHTS_FILE = "final_model.pt"
 SIDECAR_FILE = "sparsecircuits.json"
-PROVENANCE_FILE = "imported_from.json"
 
 # torch.nn.RMSNorm(d) with eps=None uses the machine epsilon of the input's dtype.
 OPENAI_NORM_EPS = float(torch.finfo(torch.float32).eps)
@@ -510,15 +510,16 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     notes: list[str] = []
     if tok is None:
         notes.append(f"no tokenizer in {src}: the run's model works on token ids, but text needs "
-                     f"{out / 'tokenizer.json'}; copy one there, or import again with --tokenizer PATH (a "
+                     f"{RunDir(out).tokenizer}; copy one there, or import again with --tokenizer PATH (a "
                      "tokenizer.json, or a folder with the model's vocab.bpe + encoder.json; tinypython_2k's "
                      "are published beside the models)")
     with _StagedDir(out) as tmp:
-        run_cfg.save(tmp / "config.json")
-        _save_safetensors(ours, cfg, tmp / "model.safetensors")
+        staged = RunDir(tmp)
+        staged.write_config(run_cfg)
+        _save_safetensors(ours, cfg, staged.weights)
         if tok is not None:
-            atomic_write_text(tmp / "tokenizer.json", tok.to_str())
-        atomic_write_json(tmp / PROVENANCE_FILE, {
+            atomic_write_text(staged.tokenizer, tok.to_str())
+        atomic_write_json(staged.imported, {
             "format": "openai/circuit_sparsity", "source": str(src.resolve()),
             "tokenizer": tok_source, "beeg_config": raw, **(provenance or {})})
     nonzero, numel = _matrix_density(ours, cfg)
@@ -576,9 +577,9 @@ def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Exp
             torch.save(theirs, wtmp)
         atomic_write_json(tmp / SIDECAR_FILE, {"format": "sparsecircuits", "format_version": 1,
                                                "config": run_cfg.to_dict()})
-        if (run / "tokenizer.json").is_file():
-            shutil.copyfile(run / "tokenizer.json", tmp / "tokenizer.json")
-            files.append("tokenizer.json")
+        if RunDir(run).tokenizer.is_file():
+            shutil.copyfile(RunDir(run).tokenizer, tmp / TOKENIZER)  # the same name in their folder
+            files.append(TOKENIZER)
         else:
             notes.append(f"{run} has no tokenizer.json; none exported")
     return ExportResult(out=out, files=files, notes=notes)

@@ -86,16 +86,12 @@ def model_measures(model: torch.nn.Module, windows) -> dict[str, Any]:
     }
 
 
-EVAL_FILE = "eval.json"  # in the run directory; the report's index page shows its measures
-
-
 def save_evaluation(run_dir, result: dict[str, Any]) -> None:
-    """Write ``evaluate_run``'s result (without the per-tensor table) to ``RUN/eval.json``."""
-    from pathlib import Path
+    """Write ``evaluate_run``'s result (without the per-tensor table) to ``RUN/eval.json``,
+    whose measures the report's index page shows."""
+    from ..rundir import RunDir
 
-    from ..io import atomic_write_json
-
-    atomic_write_json(Path(run_dir) / EVAL_FILE, {k: v for k, v in result.items() if k != "tensors"})
+    RunDir(run_dir).write_eval({k: v for k, v in result.items() if k != "tensors"})
 
 
 def evaluate_run(run, n_batches: int = 40) -> dict[str, Any]:
