@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..config import TARGET_LOSS
 from ..errors import UserError
 from .circuit import Circuit
 from .graph import count_edges
@@ -292,7 +293,7 @@ def best_trial(trials: Sequence[dict]) -> dict | None:
 
 
 def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None = None,
-           batch: int = DEFAULT_BATCH, target_loss: float = 0.15, ablation: str = "mean",
+           batch: int = DEFAULT_BATCH, target_loss: float = TARGET_LOSS, ablation: str = "mean",
            steps: int | None = None, seed: int = 0, force: bool = False, k_coefs: Sequence[float] | None = None,
            n_train: int = 256, n_test: int = 128, progress: bool = True, name: str | None = None,
            means: torch.Tensor | None = None, **overrides) -> Circuit:
