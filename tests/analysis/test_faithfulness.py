@@ -156,7 +156,7 @@ def test_bad_check_names(honest):
 
 
 def test_user_task_checks_use_prunes_held_out_split(honest):
-    from sparsecircuits.analysis.faithfulness import ExamplesTask
+    from sparsecircuits.tasks import ExamplesTask
     from sparsecircuits.circuits import prune
     from sparsecircuits.tasks.base import flatten
 

@@ -40,7 +40,8 @@ def test_scores_are_gradient_times_activation_minus_ablation_value(toy_run):
     scores = attribution_scores(masked, data.train, batch_size=7)  # chunking must not matter
     assert torch.allclose(scores, attribution_scores(masked, data.train, batch_size=64), atol=1e-6)
     # first order: the score predicts the loss change of a small step of one mask towards ablation
-    from sparsecircuits.circuits.circuit import circuit_diffs, diff_loss
+    from sparsecircuits.circuits.circuit import circuit_diffs
+    from sparsecircuits.tasks import diff_loss
 
     full = diff_loss(circuit_diffs(masked, torch.ones(nodes_n), data.train))
     i = int(scores.abs().argmax())

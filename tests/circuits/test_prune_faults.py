@@ -28,7 +28,6 @@ from sparsecircuits.circuits import prune
 from sparsecircuits.circuits.circuit import (
     calibrated_diff,
     circuit_diffs,
-    diff_loss,
     fit_calibration,
     orientation,
 )
@@ -47,6 +46,7 @@ from sparsecircuits.config import PruneSettings
 from sparsecircuits.config import RunConfig
 from sparsecircuits.run import Run
 from sparsecircuits.rundir import RunDir
+from sparsecircuits.tasks import diff_loss
 
 prune_module = importlib.import_module("sparsecircuits.circuits.prune")  # the package re-exports prune()
 FAST = dict(steps=60, lr=3e-2, progress=False, threads=1)
@@ -132,7 +132,7 @@ def test_prune_with_mean_ablation_uses_the_node_means(tmp_path):
     run.tokenizer = toy_tokenizer()
     c = prune(run, toy_examples(48), ablation="mean", k_coefs=[1e-2], **{**FAST, "steps": 5})
     expected = compute_node_means(model, val_windows(val, 256, model.cfg.block_size))
-    assert torch.allclose(c._baselines["mean"], expected, atol=1e-6, rtol=0)
+    assert torch.allclose(c.baseline(), expected, atol=1e-6, rtol=0)  # the means pruning used
     assert c.metrics["ablation"] == "mean"
 
 

@@ -67,20 +67,26 @@ import torch
 
 from ..io import to_jsonable
 from ..circuits.circuit import (
-    MODEL_KEYS,
     Circuit,
     calibrated_diff,
     circuit_diffs,
-    diff_loss,
     fit_calibration,
     orientation,
 )
-from ..circuits.graph import build_graph
 from ..circuits.masking import MaskedModel, ablation_baseline
 from ..circuits.nodes import NodeSet
 from ..config import TARGET_LOSS
 from ..errors import UserError
-from ..tasks.base import PROMPTS_PER_PAIR, TaskBatch, TaskExample, TaskItem, encode_examples
+from ..tasks.base import (
+    PROMPTS_PER_PAIR,
+    TaskBatch,
+    TaskExample,
+    TaskItem,
+    diff_loss,
+    encode_examples,
+    example_units,
+    score_diffs,
+)
 
 # ---------------------------------------------------------------------------- thresholds
 
@@ -125,11 +131,11 @@ def encode_items(run, items: Sequence[TaskItem | TaskExample],
     is not one token; those pairs are left out (and counted) rather than failing the
     whole check.  Returns ``(batch or None, number dropped)``.
     """
-    units = [[it.a, it.b] if isinstance(it, TaskItem) else [it] for it in items]
+    if not items:
+        return None, 0
+    units, _ = example_units(items, task_name)
     max_len = run.model.cfg.block_size
     flat = [e for u in units for e in u]
-    if not flat:
-        return None, 0
     try:
         return encode_examples(run.tokenizer, flat, task_name=task_name, max_len=max_len), 0
     except UserError:
@@ -146,31 +152,6 @@ def encode_items(run, items: Sequence[TaskItem | TaskExample],
     return encode_examples(run.tokenizer, kept, task_name=task_name, max_len=max_len), dropped
 
 
-# ---------------------------------------------------------------------------- user tasks
-
-
-class ExamplesTask:
-    """A user task (a ``TaskExample`` or ``TaskItem`` list, e.g. from a JSONL file) seen
-    through the ``generate(n, seed, split)`` interface, with the same train/test split
-    ``prune`` made of it: the units shuffled by ``random.Random(f"split/{seed}")`` and the
-    first quarter held out.  ``n`` is ignored: the whole split is returned.
-    """
-
-    def __init__(self, name: str, examples: Sequence[TaskExample | TaskItem]) -> None:
-        self.name = name
-        self.examples = list(examples)
-        if len(self.examples) < 4:
-            raise UserError(f"task {name}: need at least 4 examples, got {len(self.examples)}")
-
-    def generate(self, n: int, seed: int = 0, split: str = "train") -> list:
-        import random
-
-        units = list(self.examples)
-        random.Random(f"split/{seed}").shuffle(units)
-        n_test = max(1, len(units) // 4)
-        return units[:n_test] if split == "test" else units[n_test:]
-
-
 # ---------------------------------------------------------------------------- a circuit from a node set
 
 
@@ -184,27 +165,17 @@ def circuit_from_keep(run, keep: torch.Tensor, train_items: Sequence, task: str 
     """
     from ..config import PruneSettings
 
-    model = run.model
-    nodes = NodeSet.from_model(model)
     keep = keep.to(torch.bool).cpu()
     baseline = ablation_baseline(run, ablation, means)
-    masked = MaskedModel(model, baseline, nodes)
     batch, _ = encode_items(run, list(train_items), task)
     if batch is None:
         raise UserError(f"task {task}: no train items fit the model")
-    diff = circuit_diffs(masked, keep, batch)
+    diff = circuit_diffs(MaskedModel(run.model, baseline), keep, batch)
     a, b = fit_calibration(diff, orientation(batch))
-    answer_ids = set(batch.correct_id.tolist()) | set(batch.incorrect_id.tolist())
-    prompt_ids = {t for row, lp in zip(batch.tokens.tolist(), batch.last_pos.tolist()) for t in row[:lp + 1]}
-    graph = build_graph(model, nodes, keep, None, prompt_ids, answer_ids, run.tokenizer)
     settings = asdict(PruneSettings(target_loss=target_loss, ablation=ablation))
-    metrics = {"n_nodes": int(keep.sum()), "n_edges": graph["n_edges"], "n_edges_with_io": graph["n_edges_with_io"],
-               "target_loss": target_loss, "ablation": ablation, "settings": settings,
-               "circuit_train_loss": diff_loss(calibrated_diff(diff, orientation(batch), a, b))}
-    cfg = model.cfg
-    return Circuit(task=task, run=str(run.path), model={k: int(getattr(cfg, k)) for k in MODEL_KEYS},
-                   nodes=graph["nodes"], links=graph["links"], keep=keep, calibration={"scale": a, "shift": b},
-                   metrics=metrics, settings=settings, _run=run, _baselines={ablation: baseline})
+    train_loss = diff_loss(calibrated_diff(diff, orientation(batch), a, b))
+    return Circuit.build(run, task, keep, (a, b), settings, [batch], baseline=baseline,
+                         metrics={"circuit_train_loss": train_loss})
 
 
 # ---------------------------------------------------------------------------- context
@@ -222,14 +193,8 @@ class _Ctx:
             raise UserError("the circuit was pruned on a model of another shape than this run's")
         self.keep = circuit.keep.to(torch.bool).cpu()
         self.ablation = circuit.ablation
-        if means is not None and self.ablation == "mean":
-            baseline = means
-        elif self.ablation in circuit._baselines:
-            baseline = circuit._baselines[self.ablation]
-        else:
-            baseline = ablation_baseline(run, self.ablation)
-        self.baseline = baseline
-        self.masked = MaskedModel(self.model, baseline, self.nodes)
+        self.baseline = means if means is not None and self.ablation == "mean" else circuit.baseline()
+        self.masked = MaskedModel(self.model, self.baseline, self.nodes)
         self.full = MaskedModel(self.model, None, self.nodes)
         s = dict(circuit.settings or {})
         self.settings = s
@@ -278,20 +243,17 @@ class _Ctx:
     def circuit_eval(self, batch: TaskBatch, keep: torch.Tensor | None = None) -> dict:
         """The circuit (or another keep vector, with the circuit's calibration) on a batch."""
         diff = circuit_diffs(self.masked, self.keep if keep is None else keep, batch)
-        d = calibrated_diff(diff, orientation(batch), *self.cal)
-        return {"loss": diff_loss(d), "accuracy": float((d > 0).float().mean()), "n": int(d.numel())}
+        return score_diffs(calibrated_diff(diff, orientation(batch), *self.cal))
 
     def model_eval(self, batch: TaskBatch) -> dict:
-        d = circuit_diffs(self.full, None, batch)
-        return {"loss": diff_loss(d), "accuracy": float((d > 0).float().mean()), "n": int(d.numel())}
+        return score_diffs(circuit_diffs(self.full, None, batch))
 
     def fitted_loss(self, keep: torch.Tensor) -> tuple[float, float, dict]:
         """Test loss of a keep vector after its own best scale and shift (fit on train)."""
         a, b = fit_calibration(circuit_diffs(self.masked, keep, self.train), orientation(self.train))
         diff = circuit_diffs(self.masked, keep, self.test)
-        d = calibrated_diff(diff, orientation(self.test), a, b)
-        return diff_loss(d), float((d > 0).float().mean()), {"raw_loss": diff_loss(diff),
-                                                             "raw_accuracy": float((diff > 0).float().mean())}
+        fitted, raw = score_diffs(calibrated_diff(diff, orientation(self.test), a, b)), score_diffs(diff)
+        return fitted["loss"], fitted["accuracy"], {"raw_loss": raw["loss"], "raw_accuracy": raw["accuracy"]}
 
 
 # ---------------------------------------------------------------------------- the checks
@@ -658,8 +620,7 @@ def run_checks(run, circuit: Circuit, checks: Sequence[str] | None = None, seed:
             raise UserError("the bracket_stray and bracket_length probes apply to bracket_counting only")
     if n_random < 1:
         raise UserError(f"random draws must be >= 1, got {n_random}")
-    if circuit._run is None:
-        circuit.attach(run)
+    circuit.attach(run)
     ctx = _Ctx(run, circuit, task, seed, means, n_random, variants, control)
     from tqdm.auto import tqdm
 
@@ -706,5 +667,5 @@ def write_checks(circuit_path: str | Path, checks: dict, merge: bool = True) -> 
     atomic_write_json(path, obj)
 
 
-__all__ = ["CHECK_NAMES", "ExamplesTask", "circuit_from_keep", "default_checks", "encode_items", "format_table",
+__all__ = ["CHECK_NAMES", "circuit_from_keep", "default_checks", "encode_items", "format_table",
            "random_keeps", "role_correlations", "run_checks", "write_checks"]

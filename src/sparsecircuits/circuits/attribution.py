@@ -21,7 +21,7 @@ import time
 import torch
 
 from ..config import TARGET_LOSS, PruneSettings
-from ..tasks.base import binary_task_loss
+from ..tasks.base import answer_diff, binary_task_loss
 from .circuit import Circuit
 from .graph import count_edges
 from .masking import MaskedModel
@@ -43,8 +43,7 @@ def attribution_scores(masked: MaskedModel, batch, batch_size: int = 64) -> torc
     for start in range(0, total, batch_size):
         chunk = batch.select(slice(start, start + batch_size)).to(device)
         last = masked(chunk.tokens, m, last_pos=chunk.last_pos)  # (b, V)
-        diff = last.gather(1, chunk.correct_id[:, None])[:, 0] - last.gather(1, chunk.incorrect_id[:, None])[:, 0]
-        (binary_task_loss(diff) * (len(chunk) / total)).backward()
+        (binary_task_loss(answer_diff(last, chunk)) * (len(chunk) / total)).backward()
     return m.grad.detach().clone() if m.grad is not None else torch.zeros(n)
 
 

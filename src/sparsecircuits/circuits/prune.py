@@ -48,7 +48,6 @@ The recipe, and the choices made where the paper leaves room:
 """
 from __future__ import annotations
 
-import random
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -58,18 +57,16 @@ import torch
 
 from ..config import TARGET_LOSS, PruneSettings
 from ..errors import UserError
-from ..tasks.base import binary_task_loss
+from ..tasks.base import answer_diff, binary_task_loss, diff_loss, flat_examples, score_diffs
 from .circuit import (
     Circuit,
-    MODEL_KEYS,
     calibrated_diff,
     circuit_diffs,
-    diff_loss,
     encode_for_run,
     fit_calibration,
     orientation,
 )
-from .graph import build_graph, count_edges
+from .graph import count_edges
 from .masking import MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
 
@@ -129,36 +126,19 @@ class _TaskData:
 
 
 def _resolve_task(run, task, name: str | None, s: PruneSettings, seed: int) -> _TaskData:
-    """A task name or a list of examples/pairs -> encoded train and test batches."""
-    from ..tasks.base import TaskExample, TaskItem, flatten
-
+    """A task name or a list of examples/pairs (a user task, a quarter held out) -> encoded
+    train and test batches."""
     if isinstance(task, str):
         from ..tasks.python_tasks import get_task
 
         t = get_task(task)
-        name = name or t.name
-        train = flatten(t.generate(s.n_train, seed=seed, split="train"))
-        test = flatten(t.generate(s.n_test, seed=seed, split="test"))
-        group = 2
     else:
-        items = list(task)
-        name = name or "custom"
-        if not items:
-            raise UserError(f"task {name}: no examples")
-        if all(isinstance(x, TaskItem) for x in items):
-            units = [[it.a, it.b] for it in items]
-            group = 2
-        elif all(isinstance(x, TaskExample) for x in items):
-            units = [[x] for x in items]
-            group = 1
-        else:
-            raise UserError(f"task {name}: expected a task name, TaskExample list or TaskItem list")
-        if len(units) < 4:
-            raise UserError(f"task {name}: need at least 4 examples to split into train and test, got {len(units)}")
-        random.Random(f"split/{seed}").shuffle(units)
-        n_test = max(1, len(units) // 4)  # a quarter held out, never used for pruning
-        test = [e for u in units[:n_test] for e in u]
-        train = [e for u in units[n_test:] for e in u]
+        from ..tasks.user import ExamplesTask
+
+        t = ExamplesTask(name or "custom", task)
+    name = name or t.name
+    train, group = flat_examples(t.generate(s.n_train, seed=seed, split="train"), name)
+    test, _ = flat_examples(t.generate(s.n_test, seed=seed, split="test"), name)
     return _TaskData(name, _by_length(encode_for_run(run, train, name), group),
                      _by_length(encode_for_run(run, test, name), group), group)
 
@@ -231,8 +211,7 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
                 continue
             batch = data.train.select(part).to(device)
             last = masked(batch.tokens, m, last_pos=batch.last_pos)  # (b, V)
-            diffs.append(last.gather(1, batch.correct_id[:, None])[:, 0]
-                         - last.gather(1, batch.incorrect_id[:, None])[:, 0])
+            diffs.append(answer_diff(last, batch))
         task = binary_task_loss(torch.cat(diffs))
         loss = task + k_coef * m.sum()
         opt.zero_grad(set_to_none=True)
@@ -376,8 +355,8 @@ def _prepare(run, task, s: PruneSettings, seed: int, force: bool, name: str | No
     data = _resolve_task(run, task, name, s, seed)
 
     masked_full = MaskedModel(model, None, nodes)
-    full_test = circuit_diffs(masked_full, None, data.test, s.eval_batch)
-    full_loss, full_acc = diff_loss(full_test), float((full_test > 0).float().mean())
+    full = score_diffs(circuit_diffs(masked_full, None, data.test, s.eval_batch))
+    full_loss, full_acc = full["loss"], full["accuracy"]
     if full_acc < s.min_accuracy and not force:
         raise NotLearnedError(
             f"the model is only {full_acc:.1%} accurate on task {data.name} (test items); pruning needs "
@@ -409,13 +388,18 @@ def _candidate(ctx: _Context, s: PruneSettings, k_coef: float, seed: int, bar=No
             "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open}
 
 
-def heldout_loss(ctx: _Context, cand: dict, s: PruneSettings) -> tuple[float, float]:
-    """Calibrated loss and accuracy of a candidate's circuit on the test items (never used to prune it)."""
-    prober, k = cand["prober"], cand["k"]
+def _heldout_diff(ctx: _Context, prober: "_Prober", k: int, s: PruneSettings) -> torch.Tensor:
+    """Calibrated differences (N,) of the top-``k`` circuit on the test items (never used to prune
+    it), with the scale and shift fitted on the train items."""
     a, b = prober.calibration(k)
     diff = circuit_diffs(ctx.masked, prober.keep(k), ctx.data.test, s.eval_batch)
-    cal = calibrated_diff(diff, orientation(ctx.data.test), a, b)
-    return diff_loss(cal), float((cal > 0).float().mean())
+    return calibrated_diff(diff, orientation(ctx.data.test), a, b)
+
+
+def heldout_loss(ctx: _Context, cand: dict, s: PruneSettings) -> tuple[float, float]:
+    """Calibrated loss and accuracy of a candidate's circuit on the test items."""
+    r = score_diffs(_heldout_diff(ctx, cand["prober"], cand["k"], s))
+    return r["loss"], r["accuracy"]
 
 
 def _prune(ctx: _Context, s: PruneSettings, seed: int, progress: bool, t0: float) -> Circuit:
@@ -438,66 +422,51 @@ def _prune(ctx: _Context, s: PruneSettings, seed: int, progress: bool, t0: float
 
 def finish(ctx: _Context, s: PruneSettings, candidates: list[dict], best: dict, seed: int, t0: float) -> Circuit:
     """The chosen candidate as a ``Circuit``: held-out metrics, size-vs-target table and graph."""
-    run, model, nodes, data, masked, probe = ctx.run, ctx.model, ctx.nodes, ctx.data, ctx.masked, ctx.probe
-    full_loss, full_acc, full_train_loss, timings = ctx.full_loss, ctx.full_acc, ctx.full_train_loss, ctx.timings
     prober, k = best["prober"], best["k"]
-    keep = prober.keep(k)
-    a, b = prober.calibration(k)
-    test_diff = circuit_diffs(masked, keep, data.test, s.eval_batch)
-    test_cal = calibrated_diff(test_diff, orientation(data.test), a, b)
-
+    test = _heldout_diff(ctx, prober, k, s)  # (N,)
     tick = time.perf_counter()
-    size_vs_target = []
-    for t in s.size_targets:  # same ranking, same train items; loss is the calibrated train loss
+    size_vs_target = _size_vs_target(ctx, s, best, test)
+    ctx.timings["size_vs_target"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    heldout = score_diffs(test)
+    measured = {"full_loss": ctx.full_loss, "full_accuracy": ctx.full_acc, "circuit_loss": heldout["loss"],
+                "circuit_accuracy": heldout["accuracy"], "circuit_train_loss": best["train_loss"],
+                "target_met": best["met"]}
+    circuit = Circuit.build(ctx.run, ctx.data.name, prober.keep(k), prober.calibration(k),
+                            _settings_record(ctx, s, candidates, best), (ctx.data.train, ctx.data.test),
+                            baseline=ctx.masked.baseline, tau=best["tau"], metrics=measured, seed=seed,
+                            forced=ctx.full_acc < s.min_accuracy)
+    ctx.timings["graph"] = time.perf_counter() - tick
+    circuit.metrics.update({
+        "curve": [{"step": c["step"], "loss": c["loss"], "n_open": c["n_open"]} for c in best["curve"]],
+        "size_vs_target": size_vs_target,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "timings": {name: round(v, 3) for name, v in ctx.timings.items()},
+    })
+    return circuit
+
+
+def _size_vs_target(ctx: _Context, s: PruneSettings, best: dict, test: torch.Tensor) -> list[dict]:
+    """The smallest circuit of the chosen ranking at each of ``s.size_targets``: its size, its
+    calibrated train loss and its held-out loss (``test``: the chosen circuit's differences)."""
+    prober, k = best["prober"], best["k"]
+    rows = []
+    for t in s.size_targets:  # same ranking, same train items
         kt, met_t = (k, best["met"]) if t == s.target_loss else prober.smallest(t, best["n_open"], rel_tol=0.02)
-        # the held-out loss of that size, calibrated on train items like the main circuit
-        at, bt = prober.calibration(kt)
-        test_t = test_cal if kt == k else calibrated_diff(
-            circuit_diffs(masked, prober.keep(kt), data.test, s.eval_batch), orientation(data.test), at, bt)
-        size_vs_target.append({"target_loss": t, "n_nodes": kt,
-                               "n_edges": count_edges(model, nodes, prober.keep(kt)),
-                               "loss": prober.loss(kt), "met": met_t, "test_loss": diff_loss(test_t),
-                               "met_heldout": diff_loss(test_t) <= t})
+        test_loss = diff_loss(test if kt == k else _heldout_diff(ctx, prober, kt, s))
+        rows.append({"target_loss": t, "n_nodes": kt, "n_edges": count_edges(ctx.model, ctx.nodes, prober.keep(kt)),
+                     "loss": prober.loss(kt), "met": met_t, "test_loss": test_loss, "met_heldout": test_loss <= t})
+    return rows
 
-    timings["size_vs_target"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    prompt_ids = set()
-    for batch in (data.train, data.test):
-        for row, lp in zip(batch.tokens.tolist(), batch.last_pos.tolist()):
-            prompt_ids.update(row[:lp + 1])
-    answer_ids = set(data.train.correct_id.tolist()) | set(data.train.incorrect_id.tolist())
-    graph = build_graph(model, nodes, keep, best["tau"], prompt_ids, answer_ids, run.tokenizer)
 
-    timings["graph"] = time.perf_counter() - tick
+def _settings_record(ctx: _Context, s: PruneSettings, candidates: list[dict], best: dict) -> dict:
+    """The circuit's ``metrics.settings``: every setting, the k_coef sweep and the item counts."""
     settings = asdict(s)
     settings["sweep"] = [{"k_coef": c["k_coef"], "n_nodes": c["k"], "n_edges": c["edges"], "n_open": c["n_open"],
                           "train_loss": c["train_loss"], "met": c["met"]} for c in candidates]
     settings["k_coef"] = best["k_coef"]
-    settings["full_train_loss"] = full_train_loss
-    settings["n_train_examples"] = len(data.train)
-    settings["n_probe_examples"] = len(probe)
-    settings["n_test_examples"] = len(data.test)
-    metrics = {
-        "full_loss": full_loss,
-        "full_accuracy": full_acc,
-        "circuit_loss": diff_loss(test_cal),
-        "circuit_accuracy": float((test_cal > 0).float().mean()),
-        "circuit_train_loss": best["train_loss"],
-        "target_met": best["met"],
-        "n_nodes": int(keep.sum()),
-        "n_edges": graph["n_edges"],
-        "n_edges_with_io": graph["n_edges_with_io"],
-        "nodes_by_site": nodes.kind_counts(keep),
-        "target_loss": s.target_loss,
-        "ablation": s.ablation,
-        "curve": [{"step": c["step"], "loss": c["loss"], "n_open": c["n_open"]} for c in best["curve"]],
-        "size_vs_target": size_vs_target,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
-    cfg = model.cfg
-    return Circuit(task=data.name, run=str(run.path), model={k: int(getattr(cfg, k)) for k in MODEL_KEYS},
-                   nodes=graph["nodes"], links=graph["links"], keep=keep,
-                   calibration={"scale": a, "shift": b}, metrics=metrics, settings=settings, seed=int(seed),
-                   forced=bool(full_acc < s.min_accuracy), _run=run,
-                   _baselines={s.ablation: masked.baseline})
+    settings["full_train_loss"] = ctx.full_train_loss
+    settings["n_train_examples"] = len(ctx.data.train)
+    settings["n_probe_examples"] = len(ctx.probe)
+    settings["n_test_examples"] = len(ctx.data.test)
+    return settings

@@ -94,6 +94,31 @@ def flatten(items: Iterable[TaskItem]) -> list[TaskExample]:
     return out
 
 
+def example_units(items: Iterable[TaskItem | TaskExample],
+                  task_name: str = "custom") -> tuple[list[list[TaskExample]], int]:
+    """``(units, group)``: ``TaskItem`` pairs give ``[[a, b], ...]`` and 2, plain examples
+    ``[[x], ...]`` and 1.
+
+    A pair is kept together wherever items are split, sampled or dropped, so a circuit is
+    always scored on both prompts of a pair; a mix of the two kinds, or nothing, is an error.
+    """
+    items = list(items)
+    if not items:
+        raise UserError(f"task {task_name}: no examples")
+    if all(isinstance(x, TaskItem) for x in items):
+        return [[it.a, it.b] for it in items], 2
+    if all(isinstance(x, TaskExample) for x in items):
+        return [[x] for x in items], 1
+    raise UserError(f"task {task_name}: expected a list of TaskExample or of TaskItem pairs")
+
+
+def flat_examples(items: Iterable[TaskItem | TaskExample],
+                  task_name: str = "custom") -> tuple[list[TaskExample], int]:
+    """``example_units`` flattened: the examples in order (pairs adjacent) and the group size."""
+    units, group = example_units(items, task_name)
+    return [ex for unit in units for ex in unit], group
+
+
 # ---------------------------------------------------------------------------- JSONL
 
 _FIELDS = ("prompt", "correct", "incorrect")
@@ -260,19 +285,23 @@ def encode_examples(
 # ---------------------------------------------------------------------------- metrics
 
 
-def answer_logits(logits: torch.Tensor, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(correct, incorrect) logits at each prompt's last position, each (N,)."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    last = logits[rows, batch.last_pos.to(logits.device)]  # (N, V)
-    good = last.gather(1, batch.correct_id.to(logits.device)[:, None])[:, 0]  # (N,)
-    bad = last.gather(1, batch.incorrect_id.to(logits.device)[:, None])[:, 0]  # (N,)
-    return good, bad
+def answer_diff(last: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """logit[correct] - logit[incorrect] from last-position logits (..., N, V) -> (..., N).
+
+    Every score of a task starts here (full model, masked model, pruning, the checks).
+    Leading dims broadcast over the batch: logits (R, N, V) of R variants of a model on the
+    same N prompts give (R, N).
+    """
+    shape = last.shape[:-1]  # (..., N)
+    good = last.gather(-1, batch.correct_id.to(last.device).expand(shape)[..., None])[..., 0]
+    bad = last.gather(-1, batch.incorrect_id.to(last.device).expand(shape)[..., None])[..., 0]
+    return good - bad
 
 
 def task_logit_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     """logit[correct] - logit[incorrect] at the last prompt position; logits (N, T, V) -> (N,)."""
-    good, bad = answer_logits(logits, batch)
-    return good - bad
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return answer_diff(logits[rows, batch.last_pos.to(logits.device)], batch)  # from (N, V)
 
 
 def binary_task_loss(diff: torch.Tensor) -> torch.Tensor:
@@ -284,6 +313,18 @@ def binary_task_loss(diff: torch.Tensor) -> torch.Tensor:
     place the convention lives: pruning, circuits and the checks all call it.
     """
     return PROMPTS_PER_PAIR * F.softplus(-diff).mean()
+
+
+def diff_loss(diff: torch.Tensor) -> float:
+    """``binary_task_loss`` as a plain float, ``inf`` when it is not finite."""
+    v = float(binary_task_loss(diff))
+    return v if math.isfinite(v) else float("inf")
+
+
+def score_diffs(diff: torch.Tensor) -> dict:
+    """``{"loss", "accuracy", "n"}`` of correct-minus-incorrect differences (N,): the task
+    loss, the fraction with the correct answer ahead (ties count wrong) and N."""
+    return {"loss": diff_loss(diff), "accuracy": float((diff > 0).float().mean()), "n": int(diff.numel())}
 
 
 def task_loss(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -318,10 +359,4 @@ def evaluate_task(model, batch: TaskBatch, batch_size: int = 256) -> dict:
         chunk = batch.select(slice(start, start + batch_size)).to(device)
         logits = model(chunk.tokens)  # (B, T, V)
         diffs.append(task_logit_diff(logits.float(), chunk).cpu())
-    diff = torch.cat(diffs)  # (N,)
-    loss = binary_task_loss(diff).item()
-    return {
-        "loss": float(loss) if math.isfinite(loss) else float("inf"),
-        "accuracy": float((diff > 0).float().mean().item()),
-        "n": int(diff.numel()),
-    }
+    return score_diffs(torch.cat(diffs))  # from (N,)
