@@ -27,6 +27,7 @@ from sparsecircuits import load_run
 from sparsecircuits.config import LEARNED_ACCURACY, build_config
 from sparsecircuits.data.build import resolve_data
 from sparsecircuits.data.leaks import find_leaks
+from sparsecircuits.rundir import RunDir
 from sparsecircuits.tasks.evaluation import evaluate_suite
 from sparsecircuits.tasks.python_tasks import TASKS
 
@@ -40,7 +41,7 @@ def train_timed(preset: str, seed: int, dense: bool, out: Path, threads: int, se
     for s in sets:
         args += ["--set", s]
     if (out / "checkpoints").is_dir():
-        args += ["--resume"] if not (out / "model.safetensors").exists() else []
+        args += ["--resume"] if not RunDir(out).weights.exists() else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
@@ -53,13 +54,13 @@ def train_timed(preset: str, seed: int, dense: bool, out: Path, threads: int, se
 def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: int, sets: list[str]) -> dict:
     out = root / f"{preset}-s{seed}{'-dense' if dense else ''}"
     timing_path = out / "timing.json"
-    if not (out / "model.safetensors").exists() or not timing_path.exists():
+    if not RunDir(out).weights.exists() or not timing_path.exists():
         timing = train_timed(preset, seed, dense, out, threads, sets)
         timing_path.write_text(json.dumps(timing))
     timing = json.loads(timing_path.read_text())
     run = load_run(out)
     rows = evaluate_suite(run, list(TASKS), n=n)
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics, _ = RunDir(out).read_metrics()
     val = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
     acc = {r["task"]: round(r["accuracy"], 4) for r in rows}
     # per-token losses of different tokenizers are not comparable; per byte of val text they are
