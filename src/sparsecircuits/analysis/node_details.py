@@ -47,11 +47,12 @@ from typing import Any, Sequence
 
 import torch
 
-from ..circuits.circuit import Circuit, calibrated_diff, diff_loss, encode_for_run, orientation
+from ..circuits.circuit import Circuit, calibrated_diff, encode_for_run, orientation
 from ..circuits.masking import MaskedModel, val_windows
 from ..circuits.nodes import NodeSet
 from ..errors import UserError
 from ..rundir import RunDir
+from ..tasks.base import answer_diff, diff_loss, flat_examples
 
 CLASS_CAP = 64  # test prompts per class for class_acts
 DEFAULT_N_TEST = 128  # test pairs for ablation_delta when the circuit does not record its own
@@ -193,7 +194,7 @@ def _task_examples(circuit: Circuit, examples, n_test: int, seed: int):
     A registered task regenerates the very test items pruning reported on (same seed and
     count); a user task needs ``examples``.  None when neither is available.
     """
-    from ..tasks.base import TaskExample, TaskItem, flatten
+    from ..tasks.base import flatten
 
     if examples is None:
         from ..tasks.python_tasks import get_task
@@ -206,11 +207,8 @@ def _task_examples(circuit: Circuit, examples, n_test: int, seed: int):
     items = list(examples)
     if not items:
         return None, False
-    if all(isinstance(x, TaskItem) for x in items):
-        return flatten(items), True
-    if all(isinstance(x, TaskExample) for x in items):
-        return items, False
-    raise UserError("examples must be a list of TaskItem pairs or of TaskExample")
+    flat, group = flat_examples(items, circuit.task)
+    return flat, group == 2
 
 
 @torch.no_grad()
@@ -354,9 +352,7 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
                         last = _logits_from_block(model, layer, x, toks, lp)  # (R*C, V)
                 else:
                     last = masked(toks, masks, last_pos=lp)
-                good = last.gather(1, sub.correct_id.repeat(R)[:, None])[:, 0]
-                bad = last.gather(1, sub.incorrect_id.repeat(R)[:, None])[:, 0]
-                diff = (good - bad).float().cpu().view(R, C)
+                diff = answer_diff(last.view(R, C, -1), sub).float().cpu()  # (R, C)
                 for r, f in enumerate(group, start=1):
                     abl[f][idx] = diff[r]
                     base[f][idx] = diff[0]
@@ -436,8 +432,7 @@ def compute_details(run, circuit: Circuit | dict, n_snippets: int = 8, n_windows
 
     if isinstance(circuit, dict):
         circuit = Circuit.from_json(circuit)
-    if getattr(circuit, "_run", None) is not run:
-        circuit.attach(run)  # checks the model shape matches
+    circuit.attach(run)  # checks the model shape matches
     model = run.model
     model.eval()
     nodes = circuit.node_set

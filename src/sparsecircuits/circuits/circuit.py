@@ -43,8 +43,9 @@ from ..io import to_jsonable
 from ..errors import UserError
 from ..rundir import CIRCUIT
 from ..sites import SITE_KINDS
-from ..tasks.base import binary_task_loss
-from .masking import MaskedModel, ablation_baseline
+from ..tasks.base import answer_diff, flat_examples, score_diffs
+from .graph import build_graph
+from .masking import MaskedModel, Resample, ablation_baseline
 from .nodes import NodeSet
 
 SCHEMA_VERSION = 1
@@ -63,12 +64,6 @@ def orientation(batch) -> torch.Tensor:
 def calibrated_diff(diff: torch.Tensor, sign: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
     """Correct-minus-incorrect logit difference after calibration (see module docstring)."""
     return scale * diff + sign.to(diff) * shift
-
-
-def diff_loss(diff: torch.Tensor) -> float:
-    """The task loss (per pair, ``tasks.base.binary_task_loss``) of correct-minus-incorrect differences."""
-    v = float(binary_task_loss(diff))
-    return v if math.isfinite(v) else float("inf")
 
 
 def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> tuple[float, float]:
@@ -108,9 +103,7 @@ def circuit_diffs(masked: MaskedModel, mask: torch.Tensor | None, batch, batch_s
     for start in range(0, len(batch), batch_size):
         chunk = batch.select(slice(start, start + batch_size)).to(device)
         last = masked(chunk.tokens, mask, last_pos=chunk.last_pos)  # (b, V)
-        good = last.gather(1, chunk.correct_id[:, None])[:, 0]
-        bad = last.gather(1, chunk.incorrect_id[:, None])[:, 0]
-        out.append((good - bad).float().cpu())
+        out.append(answer_diff(last, chunk).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -141,6 +134,38 @@ class Circuit:
         if self.metrics.get("edge_count") not in (EDGE_COUNT, RECOMPUTED):
             self.metrics = {**self.metrics, **link_counts(self.nodes, self.links), "edge_count": EDGE_COUNT}
 
+    @classmethod
+    def build(cls, run, task: str, keep: torch.Tensor, calibration: tuple[float, float], settings: dict,
+              batches: Sequence, *, baseline=None, tau: torch.Tensor | None = None, metrics: dict | None = None,
+              seed: int = 0, forced: bool = False) -> "Circuit":
+        """The circuit of a node set on ``run``'s model: the one constructor behind pruning
+        and ``circuit_from_keep``, so a found and a hand-chosen circuit are alike.
+
+        ``keep`` (n,) bool; ``calibration`` the fitted ``(scale, shift)``; ``settings`` the
+        pruning settings (``target_loss`` and ``ablation`` are copied into the metrics).
+        The graph labels its embedding nodes with the prompt tokens of ``batches`` and its
+        logit nodes with the answers of the first batch, the items the circuit was fitted
+        on; ``tau`` gives each node's mask value.  ``metrics`` come first, then the
+        circuit's size.  ``baseline`` is the ablation values in use, kept for ``evaluate``.
+        """
+        model = run.model
+        nodes = NodeSet.from_model(model)
+        keep = keep.to(torch.bool).cpu()
+        prompt_ids: set[int] = set()
+        for batch in batches:
+            for row, lp in zip(batch.tokens.tolist(), batch.last_pos.tolist()):
+                prompt_ids.update(row[:lp + 1])
+        answer_ids = set(batches[0].correct_id.tolist()) | set(batches[0].incorrect_id.tolist())
+        graph = build_graph(model, nodes, keep, tau, prompt_ids, answer_ids, run.tokenizer)
+        metrics = {**(metrics or {}), "n_nodes": int(keep.sum()), "n_edges": graph["n_edges"],
+                   "n_edges_with_io": graph["n_edges_with_io"], "nodes_by_site": nodes.kind_counts(keep),
+                   "target_loss": settings["target_loss"], "ablation": settings["ablation"]}
+        return cls(task=task, run=str(run.path), model={k: int(getattr(model.cfg, k)) for k in MODEL_KEYS},
+                   nodes=graph["nodes"], links=graph["links"], keep=keep,
+                   calibration={"scale": calibration[0], "shift": calibration[1]}, metrics=metrics,
+                   settings=settings, seed=int(seed), forced=bool(forced), _run=run,
+                   _baselines={settings["ablation"]: baseline})
+
     # ------------------------------------------------------------ properties
     @property
     def node_set(self) -> NodeSet:
@@ -166,7 +191,12 @@ class Circuit:
 
     # ------------------------------------------------------------ evaluation
     def attach(self, run) -> "Circuit":
-        """Bind a loaded run (``sparsecircuits.load_run``) so ``evaluate`` can run the model."""
+        """Bind a loaded run (``sparsecircuits.load_run``) so ``evaluate`` can run the model.
+
+        Binding the run already bound changes nothing (its ablation values are kept).
+        """
+        if run is self._run:
+            return self
         cfg = run.model.cfg
         mine = {k: self.model[k] for k in MODEL_KEYS}
         theirs = {k: getattr(cfg, k) for k in MODEL_KEYS}
@@ -176,7 +206,8 @@ class Circuit:
         self._baselines = {}
         return self
 
-    def baseline(self, ablation: str | None = None) -> torch.Tensor | None:
+    def baseline(self, ablation: str | None = None) -> "torch.Tensor | Resample | None":
+        """The ablation values of the bound run (default: the circuit's own ablation), computed once."""
         ablation = ablation or self.ablation
         if ablation not in self._baselines:
             self._baselines[ablation] = ablation_baseline(self._require_run(), ablation)
@@ -208,7 +239,7 @@ class Circuit:
         diff = circuit_diffs(masked, mask, batch, batch_size)
         if calibrated:
             diff = calibrated_diff(diff, orientation(batch), self.calibration["scale"], self.calibration["shift"])
-        return {"loss": diff_loss(diff), "accuracy": float((diff > 0).float().mean()), "n": int(diff.numel())}
+        return score_diffs(diff)
 
     # ------------------------------------------------------------ JSON
     def to_json(self) -> dict:
@@ -298,10 +329,8 @@ class Circuit:
 
 
 def encode_for_run(run, examples: Sequence, task_name: str = "custom"):
-    """Examples or ``TaskItem`` pairs -> a ``TaskBatch`` under the run's tokenizer."""
-    from ..tasks.base import TaskItem, encode_examples, flatten
+    """Examples or ``TaskItem`` pairs -> a ``TaskBatch`` under the run's tokenizer (pairs adjacent)."""
+    from ..tasks.base import encode_examples
 
-    examples = list(examples)
-    if examples and isinstance(examples[0], TaskItem):
-        examples = flatten(examples)
+    examples, _ = flat_examples(examples, task_name)
     return encode_examples(run.tokenizer, examples, task_name=task_name, max_len=run.model.cfg.block_size)

@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _task_for(name: str, tasks_file: Path | None):
     """The built-in task, or a user task from its JSONL file (split as ``prune`` split it)."""
-    from ..analysis.faithfulness import ExamplesTask
     from ..tasks.python_tasks import CONTROL_TASKS, TASKS, get_task
+    from ..tasks.user import ExamplesTask
 
     if tasks_file is not None:
         from ..tasks.base import load_jsonl_examples
