@@ -39,8 +39,7 @@ from typing import Any, Iterator, Mapping
 
 from .circuit_sizes import EDGE_COUNT
 from .errors import UserError
-from . import io as _io  # looked up at call time, so a wrapped writer (the tests' schema check) applies
-from .io import read_json, to_jsonable
+from .io import atomic_write_json, atomic_write_text, read_json, to_jsonable
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
@@ -231,7 +230,7 @@ class RunDir:
         return rows, bad
 
     def start_metrics(self) -> None:
-        _io.atomic_write_text(self.metrics, "")
+        atomic_write_text(self.metrics, "")
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
         """One record as one line (appended, not atomic: ``rewind_metrics`` drops a torn one)."""
@@ -248,7 +247,7 @@ class RunDir:
                 if row is not None and _is_number(row.get("step")) and row["step"] <= step]
         new = "".join(line + "\n" for line in kept)
         if new != text:
-            _io.atomic_write_text(self.metrics, new)
+            atomic_write_text(self.metrics, new)
 
     # -- JSON files ----------------------------------------------------------------
     def _read_object(self, path: Path, what: str) -> dict | None:
@@ -272,27 +271,28 @@ class RunDir:
     def write_tasks(self, scores: list[dict], split: str, n: int) -> Path:
         """The full model's score per task (each a dict with ``"task"``), scored on ``n``
         items of ``split``."""
-        _io.atomic_write_json(self.tasks, to_jsonable({"split": split, "n": n, "tasks": {s["task"]: s for s in scores}}))
+        data = {"split": split, "n": n, "tasks": {s["task"]: s for s in scores}}
+        atomic_write_json(self.tasks, to_jsonable(data))
         return self.tasks
 
     def read_eval(self) -> dict | None:
         return self._read_object(self.eval, "evaluation file")
 
     def write_eval(self, result: Mapping[str, Any]) -> Path:
-        _io.atomic_write_json(self.eval, to_jsonable(dict(result)))
+        atomic_write_json(self.eval, to_jsonable(dict(result)))
         return self.eval
 
     def read_summary(self) -> dict | None:
         return self._read_object(self.summary, "circuit summary")
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
-        _io.atomic_write_json(self.summary, to_jsonable(dict(summary)))
+        atomic_write_json(self.summary, to_jsonable(dict(summary)))
         return self.summary
 
     def write_search(self, task: str, record: Mapping[str, Any]) -> Path:
         """A failed hyperparameter search's trials, kept beside where its circuit would be."""
         path = self.search(task)
-        _io.atomic_write_json(path, to_jsonable(dict(record)))
+        atomic_write_json(path, to_jsonable(dict(record)))
         return path
 
     def read_circuit(self, task: str) -> dict:
