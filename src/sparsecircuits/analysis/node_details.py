@@ -119,40 +119,26 @@ def _hook_columns(nodes: NodeSet, flats: list[int]) -> tuple[list[str], dict[str
 # ---------------------------------------------------------------------------- snippets
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once everything needed has been read."""
-
-
 @torch.no_grad()
 def node_activations(model, windows: torch.Tensor, nodes: NodeSet, flats: list[int],
                      batch_size: int = 32) -> torch.Tensor:
     """Activations of the given nodes at every position of ``windows`` (N, T) -> (N, T, J).
 
     One pass per batch caching just the hooks the nodes live on, gathered into column
-    ``j`` = node ``flats[j]``.  The pass stops at the last of those hooks: later blocks
-    and the unembedding (a quarter of a small model's cost) are never run.
+    ``j`` = node ``flats[j]``.  The pass stops after the last block holding one of those
+    hooks (``stop_at_layer``): later blocks and the unembedding (a quarter of a small
+    model's cost) are never run.
     """
     hooks, cols = _hook_columns(nodes, flats)
     order = [f for h in hooks for f in _flats_of(nodes, h, cols[h])]
     pos = {f: j for j, f in enumerate(order)}
     perm = torch.tensor([pos[f] for f in flats], dtype=torch.long)
-    last_hook = max(hooks, key=lambda h: nodes.site(h).start)  # sites are listed in forward order
+    stop = 1 + max(nodes.site(h).layer for h in hooks)
     device = _device(model)
     out = []
     for start in range(0, windows.shape[0], batch_size):
         chunk = windows[start:start + batch_size].to(device)  # (b, T)
-        cache: dict[str, torch.Tensor] = {}
-
-        def save(x: torch.Tensor, hook) -> None:
-            cache[hook.name] = x
-            if hook.name == last_hook:
-                raise _Stop
-
-        try:
-            with model.hooks([(hooks, save)]):
-                model(chunk)
-        except _Stop:
-            pass
+        _, cache = model.run_with_cache(chunk, names_filter=hooks, stop_at_layer=stop)
         out.append(_gather_columns(cache, hooks, cols)[..., perm])  # (b, T, J)
     return torch.cat(out) if out else torch.zeros(0, windows.shape[1], len(flats))
 
@@ -280,24 +266,6 @@ class _RowMasked(MaskedModel):
         return hooks
 
 
-def _logits_from_block(model, layer: int, x: torch.Tensor, tokens: torch.Tensor,
-                       last_pos: torch.Tensor) -> torch.Tensor:
-    """Last-position logits (B, V) of the model run from block ``layer``'s input ``x`` (B, T, D).
-
-    The tail of ``GPT.forward``; checked against the full forward before it is trusted
-    (see ``_ablation_deltas``), so a model change here cannot go unnoticed.
-    """
-    for block in model.blocks[layer:]:
-        x = block(x)
-    rows = torch.arange(x.shape[0], device=x.device)
-    logits = model.lm_head(model.ln_final(x[rows, last_pos][:, None, :]))[:, 0]  # (B, V)
-    if model.final_logits_bias is not None:
-        logits = logits + model.final_logits_bias
-    if model.bigram_table is not None:
-        logits = logits + model.bigram_table[tokens[rows, last_pos]]
-    return logits
-
-
 @torch.no_grad()
 def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int], nodes: NodeSet,
                      bar=None, max_tokens: int = 1 << 15, chunk_prompts: int = 64) -> dict[str, float]:
@@ -306,15 +274,15 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
     The cost is one masked forward per node over the test prompts, so three savings:
     prompts are sorted by length and run in chunks trimmed to their longest (prompts of
     one task vary about twofold); a node in block ``L`` leaves blocks before ``L``
-    unchanged, so its forward starts from the circuit's cached input of block ``L``; and
-    several nodes share one forward (``_RowMasked``, up to ``max_tokens`` tokens).  Each
-    forward also carries the unablated circuit as its first row group, so a node is
-    compared with exactly the same arithmetic: a node with no effect gets exactly 0.
+    unchanged, so its forward starts from the circuit's cached input of block ``L``
+    (``start_at_layer``); and several nodes share one forward (``_RowMasked``, up to
+    ``max_tokens`` tokens).  Each forward also carries the unablated circuit as its first
+    row group, so a node is compared with exactly the same arithmetic: a node with no
+    effect gets exactly 0.
     """
     if not flats:
         return {}
     masked = _RowMasked(model, baseline, nodes)
-    device = _device(model)
     keep = circuit.keep.to(torch.bool)
     P = len(batch)
     by_layer: dict[int, list[int]] = {}
@@ -324,35 +292,17 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
     abl = {f: torch.zeros(P) for f in flats}  # correct-minus-incorrect per prompt, node ablated
     base = {f: torch.zeros(P) for f in flats}  # the same, circuit only, from the same forwards
     order = torch.argsort(batch.last_pos, stable=True)
-    tail_ok: bool | None = None
     for start in range(0, P, chunk_prompts):
         idx = order[start:start + chunk_prompts]
-        sub = batch.select(idx).to(device)  # trimmed to this chunk's longest prompt
+        sub = batch.select(idx).to(_device(model))  # trimmed to this chunk's longest prompt
         C, T = sub.tokens.shape
-        logits, cache = model.run_with_cache(sub.tokens, names_filter=names, fwd_hooks=masked.hooks(keep[None]))
-        if tail_ok is None:  # trust the block-by-block tail only if it reproduces the model
-            first = min(by_layer)
-            rows = torch.arange(C, device=device)
-            want = logits[rows, sub.last_pos]
-            with model.hooks(masked.hooks(keep[None])):
-                got = _logits_from_block(model, first, cache[f"blocks.{first}.hook_resid_pre"], sub.tokens,
-                                         sub.last_pos)
-            tail_ok = bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4))
+        _, cache = model.run_with_cache(sub.tokens, names_filter=names, fwd_hooks=masked.hooks(keep[None]),
+                                        stop_at_layer=max(by_layer) + 1)
+        per = max(1, max_tokens // (C * T) - 1)  # ablated row groups per forward
         for layer, group_all in sorted(by_layer.items()):
-            per = max(1, max_tokens // (C * T) - 1)  # ablated row groups per forward
             for g in range(0, len(group_all), per):
                 group = group_all[g:g + per]
-                R = len(group) + 1
-                masks = keep[None].repeat(R, 1)  # (R, n); row group 0 is the circuit itself
-                masks[torch.arange(1, R), torch.tensor(group)] = False
-                toks, lp = sub.tokens.repeat(R, 1), sub.last_pos.repeat(R)
-                if tail_ok:
-                    x = cache[f"blocks.{layer}.hook_resid_pre"].repeat(R, 1, 1)  # (R*C, T, D)
-                    with model.hooks(masked.hooks(masks)):
-                        last = _logits_from_block(model, layer, x, toks, lp)  # (R*C, V)
-                else:
-                    last = masked(toks, masks, last_pos=lp)
-                diff = answer_diff(last.view(R, C, -1), sub).float().cpu()  # (R, C)
+                diff = _group_diffs(model, masked, keep, cache[f"blocks.{layer}.hook_resid_pre"], layer, group, sub)
                 for r, f in enumerate(group, start=1):
                     abl[f][idx] = diff[r]
                     base[f][idx] = diff[0]
@@ -370,6 +320,19 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
     return out
 
 
+def _group_diffs(model, masked: _RowMasked, keep: torch.Tensor, resid: torch.Tensor, layer: int,
+                 group: list[int], sub) -> torch.Tensor:
+    """Answer differences (R, C) of the circuit (row 0) and of the circuit less each node of
+    ``group`` (rows 1..), run from block ``layer``'s input ``resid`` (C, T, D) in one forward."""
+    R, C = len(group) + 1, len(sub)
+    masks = keep[None].repeat(R, 1)  # (R, n); row group 0 is the circuit itself
+    masks[torch.arange(1, R), torch.tensor(group)] = False
+    with model.hooks(masked.hooks(masks)):
+        last = model(resid.repeat(R, 1, 1), start_at_layer=layer, tokens=sub.tokens.repeat(R, 1),
+                     last_pos=sub.last_pos.repeat(R))  # (R*C, V)
+    return answer_diff(last.view(R, C, -1), sub).float().cpu()  # (R, C)
+
+
 # ---------------------------------------------------------------------------- patterns
 
 
@@ -382,28 +345,20 @@ def head_patterns(masked: MaskedModel, keep: torch.Tensor, tokens: torch.Tensor,
     nodes = masked.nodes
     layers = sorted({layer for layer, _ in heads})
     names = [f"blocks.{i}.attn.{h}" for i in layers for h in ("hook_q", "hook_k", "hook_pattern")]
-    _, cache = model.run_with_cache(tokens.to(_device(model)), names_filter=names,
-                                    fwd_hooks=masked.hooks(keep))
+    _, cache = model.run_with_cache(tokens.to(_device(model)), names_filter=names, fwd_hooks=masked.hooks(keep),
+                                    stop_at_layer=layers[-1] + 1)
     Dh = nodes.d_head
-    T = tokens.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
     out = {}
     for layer, h in heads:
-        q = cache[f"blocks.{layer}.attn.hook_q"][0, :, h].float().cpu()  # (T, Dh), after masking
-        k = cache[f"blocks.{layer}.attn.hook_k"][0, :, h].float().cpu()  # (T, Dh)
+        q = cache[f"blocks.{layer}.attn.hook_q"][:, :, [h]]  # (1, T, 1, Dh), after masking
+        k = cache[f"blocks.{layer}.attn.hook_k"][:, :, [h]]
         qs, ks = nodes.site(f"blocks.{layer}.attn.hook_q"), nodes.site(f"blocks.{layer}.attn.hook_k")
         kept = keep[qs.start + h * Dh: qs.start + (h + 1) * Dh] | keep[ks.start + h * Dh: ks.start + (h + 1) * Dh]
         ch = kept.nonzero().flatten()
-        scores = (q[:, ch] @ k[:, ch].T) / math.sqrt(Dh)  # (T, T)
-        scores = scores.masked_fill(~causal, float("-inf"))
-        sink = model.blocks[layer].attn.sink_logit
-        if sink is not None:
-            col = sink[h].detach().float().cpu().expand(T, 1)
-            pat = torch.softmax(torch.cat([scores, col], dim=-1), dim=-1)[:, :T]
-        else:
-            pat = torch.softmax(scores, dim=-1)
-        full = cache[f"blocks.{layer}.attn.hook_pattern"][0, h].float().cpu()  # (T, T)
-        out[(layer, h)] = {"kept": pat, "full": full, "channels": ch}
+        sel = ch.to(q.device)
+        pat = model.blocks[layer].attn.pattern(q[..., sel], k[..., sel], heads=[h])[0, 0]  # (T, T)
+        full = cache[f"blocks.{layer}.attn.hook_pattern"][0, h]  # (T, T)
+        out[(layer, h)] = {"kept": pat.float().cpu(), "full": full.float().cpu(), "channels": ch}
     return out
 
 
@@ -433,17 +388,13 @@ def compute_details(run, circuit: Circuit | dict, n_snippets: int = 8, n_windows
     if isinstance(circuit, dict):
         circuit = Circuit.from_json(circuit)
     circuit.attach(run)  # checks the model shape matches
-    model = run.model
-    model.eval()
+    run.model.eval()
     nodes = circuit.node_set
     flats = circuit.keep.nonzero().flatten().tolist()
     decode = _Decoder(run.tokenizer)
     seed = int(circuit.seed if seed is None else seed)
     n_test = int(n_test or circuit.settings.get("n_test") or DEFAULT_N_TEST)
-    logit_ids = {str(n["id"]): int(n["index"]) for n in circuit.nodes
-                 if isinstance(n, dict) and n.get("site") == "logit" and isinstance(n.get("index"), int)
-                 and 0 <= n["index"] < model.cfg.vocab_size}
-
+    logit_ids = _logit_ids(circuit, run.model.cfg.vocab_size)
     ex, paired = _task_examples(circuit, examples, n_test, seed)
     batch = encode_for_run(run, ex, circuit.task) if ex else None
     details: dict[str, dict[str, Any]] = {nodes.name(f): {} for f in flats}
@@ -452,58 +403,68 @@ def compute_details(run, circuit: Circuit | dict, n_snippets: int = 8, n_windows
     bar = tqdm(total=2 + (len(flats) if batch is not None else 0), desc=f"details {circuit.task}",
                disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:
-        # 1. snippets: one pass over the validation sample
-        if flats:
+        if flats:  # 1. one pass over the validation sample
             if windows is None:
                 from ..circuits.masking import val_tokens
 
-                windows = val_windows(val_tokens(run), n_windows, model.cfg.block_size)
-            acts = node_activations(model, windows, nodes, flats)  # (N, T, J)
-            for j, f in enumerate(flats):
-                snips = top_snippets(acts[..., j], windows, decode, n_snippets, context)
-                if snips:
-                    details[nodes.name(f)]["snippets"] = snips
+                windows = val_windows(val_tokens(run), n_windows, run.model.cfg.block_size)
+            _add_snippets(details, run.model, nodes, flats, windows, decode, n_snippets, context)
         bar.update(1)
-        if batch is None:
-            return _prune_empty(details)
-
-        # 2. class activations: one pass over (up to) 2 x CLASS_CAP test prompts
-        for nid, classes in _class_acts(run, batch, paired, ex, nodes, flats, logit_ids).items():
-            details[nid]["class_acts"] = classes
-        bar.update(1)
-
-        # 3. attention patterns of the heads with kept q/k/v channels, one forward
-        masked = MaskedModel(model, circuit.baseline(), nodes)
-        keep = circuit.keep.to(torch.bool)
-        qkv = [(f, nodes.site_at(f)) for f in flats if nodes.kind(f) in ("q", "k", "v")]
-        heads = sorted({(s.layer, s.head(f - s.start)) for f, s in qkv})
-        if heads:
-            first = batch.select([0])
-            T = int(first.last_pos[0]) + 1
-            tokens = first.tokens[:, :T]  # (1, T)
-            toks = decode(tokens[0].tolist())
-            pats = head_patterns(masked, keep, tokens, heads)
-            for f, s in qkv:
-                h = s.head(f - s.start)
-                p = pats[(s.layer, h)]
-                if s.kind == "v":
-                    title = f"Layer {s.layer} head {h}'s attention in the circuit, on a test prompt"
-                    details[nodes.name(f)]["pattern"] = {"tokens": toks, "matrix": _matrix(p["full"]),
-                                                         "title": title}
-                else:
-                    chans = ", ".join(str(int(c)) for c in p["channels"])
-                    title = (f"Layer {s.layer} head {h}, scores from the circuit's q/k channels "
-                             f"({chans}) only, on a test prompt")
-                    details[nodes.name(f)]["pattern"] = {"tokens": toks, "matrix": _matrix(p["kept"]),
-                                                         "title": title}
-
-        # 4. ablation deltas: one masked forward over the test items per node
-        for nid, d in _ablation_deltas(model, circuit.baseline(), circuit, batch, flats, nodes, bar).items():
-            if math.isfinite(d):
-                details[nid]["ablation_delta"] = _r(d)
+        if batch is not None:
+            # 2. one pass over (up to) 2 x CLASS_CAP test prompts
+            for nid, classes in _class_acts(run, batch, paired, ex, nodes, flats, logit_ids).items():
+                details[nid]["class_acts"] = classes
+            bar.update(1)
+            _add_patterns(details, circuit, run.model, flats, batch, decode)  # 3. one forward
+            # 4. one masked forward over the test items per node
+            for nid, d in _ablation_deltas(run.model, circuit.baseline(), circuit, batch, flats, nodes, bar).items():
+                if math.isfinite(d):
+                    details[nid]["ablation_delta"] = _r(d)
     finally:
         bar.close()
     return _prune_empty(details)
+
+
+def _logit_ids(circuit: Circuit, vocab_size: int) -> dict[str, int]:
+    """The circuit's logit nodes: id -> token id."""
+    return {str(n["id"]): int(n["index"]) for n in circuit.nodes
+            if isinstance(n, dict) and n.get("site") == "logit" and isinstance(n.get("index"), int)
+            and 0 <= n["index"] < vocab_size}
+
+
+def _add_snippets(details: dict, model, nodes: NodeSet, flats: list[int], windows: torch.Tensor, decode,
+                  n_snippets: int, context: int) -> None:
+    """Each kept node's strongest snippets over ``windows`` (N, T), from one pass."""
+    acts = node_activations(model, windows, nodes, flats)  # (N, T, J)
+    for j, f in enumerate(flats):
+        snips = top_snippets(acts[..., j], windows, decode, n_snippets, context)
+        if snips:
+            details[nodes.name(f)]["snippets"] = snips
+
+
+def _add_patterns(details: dict, circuit: Circuit, model, flats: list[int], batch, decode) -> None:
+    """The attention pattern of every head with a kept q/k/v channel, on the first test prompt."""
+    nodes = circuit.node_set
+    qkv = [(f, nodes.site_at(f)) for f in flats if nodes.kind(f) in ("q", "k", "v")]
+    heads = sorted({(s.layer, s.head(f - s.start)) for f, s in qkv})
+    if not heads:
+        return
+    first = batch.select([0])
+    tokens = first.tokens[:, :int(first.last_pos[0]) + 1]  # (1, T)
+    toks = decode(tokens[0].tolist())
+    masked = MaskedModel(model, circuit.baseline(), nodes)
+    pats = head_patterns(masked, circuit.keep.to(torch.bool), tokens, heads)
+    for f, s in qkv:
+        h = s.head(f - s.start)
+        p = pats[(s.layer, h)]
+        if s.kind == "v":
+            title = f"Layer {s.layer} head {h}'s attention in the circuit, on a test prompt"
+            matrix = p["full"]
+        else:
+            chans = ", ".join(str(int(c)) for c in p["channels"])
+            title = f"Layer {s.layer} head {h}, scores from the circuit's q/k channels ({chans}) only, on a test prompt"
+            matrix = p["kept"]
+        details[nodes.name(f)]["pattern"] = {"tokens": toks, "matrix": _matrix(matrix), "title": title}
 
 
 def _prune_empty(details: dict) -> dict:

@@ -106,17 +106,26 @@ class Attention(nn.Module):
 
     def _explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Op-by-op attention that passes the pattern through ``hook_pattern``; (B, T, H, Dh) in and out."""
-        B, T, H, Dh = q.shape
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))  # (B, H, T, T)
+        pattern = self.hook_pattern(self.pattern(q, k))  # (B, H, T, T)
+        return (pattern @ v.transpose(1, 2)).transpose(1, 2)  # (B, T, H, Dh); the sink's value is 0
+
+    def pattern(self, q: torch.Tensor, k: torch.Tensor, heads: list[int] | None = None) -> torch.Tensor:
+        """Causal attention pattern, the sink's share left out: q, k (B, T, H', c) -> (B, H', T, T).
+
+        ``heads`` names the H' heads given (default: all, in order), for their sink logits.
+        q and k may hold a subset of each head's channels: the scores are then the part
+        those channels contribute, at the head's own scale, which is how a circuit that
+        keeps some q/k channels of a head attends.
+        """
+        B, T, H, _ = q.shape
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H', T, c)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H', T, T)
         scores = scores.masked_fill(~self.causal[:T, :T], float("-inf"))
-        if self.sink_logit is not None:
-            sink = self.sink_logit.view(1, H, 1, 1).expand(B, H, T, 1).to(scores.dtype)
-            pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]
-        else:
-            pattern = torch.softmax(scores, dim=-1)
-        pattern = self.hook_pattern(pattern)  # (B, H, T, T)
-        return (pattern @ v).transpose(1, 2)  # (B, T, H, Dh); the sink's value is 0
+        if self.sink_logit is None:
+            return torch.softmax(scores, dim=-1)
+        sink = self.sink_logit if heads is None else self.sink_logit[heads]  # (H',)
+        sink = sink.view(1, H, 1, 1).expand(B, H, T, 1).to(scores.dtype)
+        return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]
 
 
 class MLP(nn.Module):
