@@ -2,17 +2,25 @@
 3,000 nodes (ten links per node, a fifth of the nodes tokens), in Debian's Chromium.
 
 Per size: the time to write the page (layout included), the page's size, the time from
-navigation to the viewer being ready (drawn, fitted, answering input), the renderer's CPU
-time until then (``load_cpu_ms``: on a busy machine wall time is mostly waiting for a
-core), a "fit" (until the next frame is painted), and frame times while panning for two
-seconds. Prints JSON.
+navigation to the viewer's script being done (``built_ms``) and to its first frame being
+drawn (``ready_ms``: fitted, drawn, answering input), the renderer's CPU time until then
+(``load_cpu_ms``: on a busy machine wall time is mostly waiting for a core, so this is
+the figure to compare), a "fit" (until the next frame is painted), and frame times while
+panning for two seconds. The machine's load average is printed with the results.
 
-    python benchmarks/viewer.py [--sizes 100,1000,3000] [--pan-seconds 2]
+``--profile DIR`` also records Chromium's sampling profiler from navigation to the first
+frame, writes ``DIR/viewer-N.cpuprofile`` (open it in Chromium's DevTools, Performance
+panel) and lists the functions with the most self time; the profiler itself adds CPU
+time, so take the other figures from a run without it. Prints JSON.
+
+    python benchmarks/viewer.py [--sizes 100,1000,3000] [--pan-seconds 2] [--profile DIR]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,10 +54,21 @@ PAN_JS = """(seconds) => new Promise(done => {
 })"""
 
 
+def top_self_time(profile: dict, n: int = 12) -> list[dict]:
+    """The functions with the most self time in a CDP CPU profile (ms, by name and line)."""
+    by_id = {node["id"]: node for node in profile["nodes"]}
+    spent: collections.Counter = collections.Counter()
+    for sample, dt in zip(profile["samples"], profile["timeDeltas"]):
+        frame = by_id[sample]["callFrame"]
+        spent[f"{frame['functionName'] or '(anonymous)'}:{frame['lineNumber'] + 1}"] += dt
+    return [{"function": name, "self_ms": round(us / 1000, 1)} for name, us in spent.most_common(n)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,3000")
     ap.add_argument("--pan-seconds", type=float, default=2.0)
+    ap.add_argument("--profile", type=Path, default=None, help="write a CPU profile of each page load here")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -72,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             page.set_default_timeout(600_000)
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
+            if args.profile:
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.start")
             page.goto(path.as_uri())
-            page.wait_for_function("() => window.circuitViewers && window.circuitViewers.length === 1")
+            page.wait_for_function("() => performance.getEntriesByName('viewer-ready').length === 1")
             metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            profile = cdp.send("Profiler.stop")["profile"] if args.profile else None
             ready = page.evaluate("() => performance.getEntriesByName('viewer-ready')[0].startTime")
+            built = page.evaluate("() => performance.getEntriesByName('viewer-built')[0].startTime")
             dcl = page.evaluate("() => performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
             fit_ms = page.evaluate(FIT_JS)
             frames = sorted(page.evaluate(PAN_JS, args.pan_seconds))
@@ -85,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 "nodes": len(circuit["nodes"]), "links": len(circuit["links"]),
                 "drawn_nodes": shown, "drawn_edges": drawn,
                 "write_page_s": round(write_s, 2), "page_mb": round(len(page_html.encode()) / 1e6, 2),
-                "ready_ms": round(ready), "dom_content_loaded_ms": round(dcl),
+                "built_ms": round(built), "ready_ms": round(ready), "dom_content_loaded_ms": round(dcl),
                 "load_cpu_ms": round(1000 * metrics.get("ProcessTime", float("nan"))),
                 "load_script_ms": round(1000 * metrics.get("ScriptDuration", float("nan"))),
                 "fit_ms": round(fit_ms, 1),
@@ -93,10 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                 "pan_frame_ms_p95": round(frames[int(0.95 * (len(frames) - 1))], 1) if frames else None,
                 "pan_frames": len(frames),
             })
+            if profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                (args.profile / f"viewer-{n}.cpuprofile").write_text(json.dumps(profile), encoding="utf-8")
+                results[-1]["profile_top"] = top_self_time(profile)
             print(json.dumps(results[-1]), file=sys.stderr)
             page.close()
         browser.close()
-    print(json.dumps({"benchmark": "viewer", "results": results}, indent=2))
+    load = [round(x, 1) for x in os.getloadavg()]
+    print(json.dumps({"benchmark": "viewer", "load_average_1_5_15": load, "results": results}, indent=2))
     return 0
 
 

@@ -46,7 +46,8 @@ def test_circuit_page_in_browser(browser, run_dir, tmp_path):
     path = run_dir / "report" / "circuit-single_double_quote.html"
     w.open(path)
     counts = page.evaluate("""() => { const cy = window.circuitViewers[0].cy;
-        return [cy.nodes('.node').length, cy.edges('.link').length, window.circuitViewers[0].drawnEdges()]; }""")
+        return [cy.nodes('.node').length, window.circuitViewers[0].drawnLinks().length,
+                window.circuitViewers[0].drawnEdges()]; }""")
     assert counts == [20, 25, 25]  # four tokens: too few to fold
     panel = page.locator(".viewer [data-role=panel]")
     assert "Most important nodes" in panel.text_content()

@@ -5,9 +5,12 @@
  * JSON), and the node panel (snippets, class activations, ablation effect, attention).
  *
  * Positions come from the page's JSON (laid out when the report was written), so the
- * page draws at once. All text from the data goes in through textContent, setAttribute
- * or Cytoscape labels (canvas text), never through HTML parsing, so a token that looks
- * like a tag stays text.
+ * page draws at once. Cytoscape holds only the boxes (nodes, folded groups, supernodes);
+ * links and the layer bands, head boxes and column titles are painted on one canvas
+ * beneath it (the ink layer), because a Cytoscape element costs about half a millisecond
+ * of CPU to style and paint and a large circuit has thousands of links. All text from
+ * the data goes in through textContent, setAttribute, Cytoscape labels or canvas
+ * fillText, never through HTML parsing, so a token that looks like a tag stays text.
  */
 (function () {
   "use strict";
@@ -41,7 +44,13 @@
     };
   });
   window.circuitViewers = viewers.map(function (v) { return v.api; });
-  if (window.performance && performance.mark) { performance.mark("viewer-ready"); }  // read by benchmarks/viewer.py
+  // Read by benchmarks/viewer.py: "viewer-built" when the script is done, "viewer-ready"
+  // once the first frame (Cytoscape's and the ink layer's, both drawn in this frame's
+  // animation callbacks, which were requested earlier) is on screen.
+  if (window.performance && performance.mark) {
+    performance.mark("viewer-built");
+    requestAnimationFrame(function () { setTimeout(function () { performance.mark("viewer-ready"); }, 0); });
+  }
 
   // ---------------------------------------------------------------- small helpers
   function el(tag, cls, text) {
@@ -85,6 +94,119 @@
     return b;
   }
 
+  // ---------------------------------------------------------------- the ink layer
+  // One canvas under Cytoscape's, redrawn in its viewport (model coordinates times zoom
+  // plus pan) on every pan, zoom or resize: the layer bands, head boxes, column titles,
+  // then the edges, batched by colour, opacity, dash and width so that a frame of
+  // thousands of links is a few dozen strokes. ``setEdges`` takes what to draw, each
+  // {x1, y1, x2, y2, width, color, alpha, dash, ref}; ``hit`` finds the edge under a point.
+  function makeInk(cy, container, layout, pr) {
+    var canvas = document.createElement("canvas");
+    canvas.className = "ink";
+    canvas.setAttribute("aria-hidden", "true");
+    container.insertBefore(canvas, container.firstChild);
+    var ctx = canvas.getContext("2d");
+    var edges = [], batches = [], queued = false;
+
+    function schedule() {
+      if (!queued) { queued = true; requestAnimationFrame(draw); }
+    }
+    function setEdges(list) {
+      edges = list;
+      var byKey = {};
+      batches = [];
+      list.forEach(function (e) {
+        var width = Math.round(e.width * 4) / 4;
+        var key = e.alpha + e.color + (e.dash ? "d" : "s") + width;
+        var b = byKey[key];
+        if (!b) { b = byKey[key] = { color: e.color, alpha: e.alpha, width: width, dash: e.dash, xy: [] }; batches.push(b); }
+        b.xy.push(e.x1, e.y1, e.x2, e.y2);
+      });
+      batches.sort(function (a, b) { return a.alpha - b.alpha; });  // faded first, lit on top
+      schedule();
+    }
+    function box(x, y, w, h) {
+      ctx.beginPath();
+      if (ctx.roundRect) { ctx.roundRect(x, y, w, h, Math.min(8, w / 4, h / 4)); } else { ctx.rect(x, y, w, h); }
+    }
+    function text(t, x, y, px, font, color, zoom) {
+      if (!t || px * zoom < 5) { return; }  // too small to read: skipped, as Cytoscape skips labels
+      ctx.font = font;
+      ctx.fillStyle = color;
+      ctx.fillText(t, x, y);
+    }
+    function decorations(zoom) {
+      var height = layout.height || 0;
+      ctx.textAlign = "center";
+      ctx.textBaseline = "bottom";
+      (layout.bands || []).forEach(function (b, k) {
+        ctx.fillStyle = k % 2 ? "#f1f5f9" : "#f8fafc";
+        box(b.x0, 6, b.x1 - b.x0, height - 12);
+        ctx.fill();
+        text(b.label, (b.x0 + b.x1) / 2, 28, 12, "600 12px system-ui, sans-serif", "#475569", zoom);
+      });
+      ctx.lineWidth = 1;
+      ctx.setLineDash([4, 3]);
+      (layout.heads || []).forEach(function (h) {
+        box(h.x - h.w / 2, h.y0, h.w, h.y1 - h.y0);
+        ctx.fillStyle = "#fffdf5";
+        ctx.fill();
+        ctx.strokeStyle = "#e7d9b0";
+        ctx.stroke();
+        text(h.label, h.x, h.y0 + 13, 9.5, "600 9.5px system-ui, sans-serif", "#a16207", zoom);
+      });
+      ctx.setLineDash([]);
+      ctx.textBaseline = "middle";
+      (layout.columns || []).forEach(function (c) {
+        text(c.title, c.x, 38, 10.5, "10.5px system-ui, sans-serif", "#94a3b8", zoom);
+      });
+    }
+    function draw() {
+      queued = false;
+      var w = container.clientWidth, h = container.clientHeight;
+      var cw = Math.max(1, Math.round(w * pr)), ch = Math.max(1, Math.round(h * pr));
+      if (canvas.width !== cw || canvas.height !== ch) {
+        canvas.width = cw;
+        canvas.height = ch;
+        canvas.style.width = w + "px";
+        canvas.style.height = h + "px";
+      }
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, cw, ch);
+      var zoom = cy.zoom(), pan = cy.pan();
+      ctx.setTransform(pr * zoom, 0, 0, pr * zoom, pr * pan.x, pr * pan.y);
+      decorations(zoom);
+      batches.forEach(function (b) {
+        ctx.strokeStyle = b.color;
+        ctx.globalAlpha = b.alpha;
+        ctx.lineWidth = b.width;
+        ctx.setLineDash(b.dash ? [6, 3] : []);
+        ctx.beginPath();
+        var xy = b.xy;
+        for (var i = 0; i < xy.length; i += 4) {
+          ctx.moveTo(xy[i], xy[i + 1]);
+          ctx.lineTo(xy[i + 2], xy[i + 3]);
+        }
+        ctx.stroke();
+      });
+      ctx.globalAlpha = 1;
+      ctx.setLineDash([]);
+    }
+    function hit(x, y, tol) {
+      // The drawn edge nearest to model point (x, y) within tol (or its half width), or null.
+      var best = null, bestD = Infinity;
+      edges.forEach(function (e) {
+        var dx = e.x2 - e.x1, dy = e.y2 - e.y1, len2 = dx * dx + dy * dy;
+        var t = len2 > 0 ? Math.max(0, Math.min(1, ((x - e.x1) * dx + (y - e.y1) * dy) / len2)) : 0;
+        var d = Math.hypot(x - e.x1 - t * dx, y - e.y1 - t * dy);
+        if (d <= Math.max(tol, e.width / 2) && d < bestD) { bestD = d; best = e.ref; }
+      });
+      return best;
+    }
+    cy.on("viewport resize", schedule);
+    return { setEdges: setEdges, schedule: schedule, hit: hit };
+  }
+
   // ---------------------------------------------------------------- one viewer
   function createViewer(root) {
     var q = function (role) { return root.querySelector("[data-role='" + role + "']"); };
@@ -125,74 +247,49 @@
     var self = { api: api, onPick: null, pickById: pickById };
 
     // ---------------------------------------------------------------- elements
-    var els = [];
-    (layout.bands || []).forEach(function (b, k) {
-      els.push({ group: "nodes", data: { id: "band" + k, label: b.label, w: b.x1 - b.x0, h: layout.height - 12 },
-        position: { x: (b.x0 + b.x1) / 2, y: layout.height / 2 }, classes: "deco band band-" + (k % 2),
-        selectable: false, grabbable: false });
-    });
-    (layout.heads || []).forEach(function (h, k) {
-      els.push({ group: "nodes", data: { id: "head" + k, label: h.label, w: h.w, h: h.y1 - h.y0 },
-        position: { x: h.x, y: (h.y0 + h.y1) / 2 }, classes: "deco head", selectable: false, grabbable: false });
-    });
-    (layout.columns || []).forEach(function (c, k) {
-      els.push({ group: "nodes", data: { id: "col" + k, label: c.title, w: 1, h: 1 },
-        position: { x: c.x, y: 38 }, classes: "deco coltitle", selectable: false, grabbable: false });
-    });
-    nodes.forEach(function (n, i) {
+    // Cytoscape gets the boxes only (see the top of this file). Folded tokens become
+    // elements when first unfolded, as links are drawn only when they pass the filter.
+    // Sizes go through one style rule per distinct width, not a per-element data
+    // mapping, which Cytoscape parses again for every element and every class change.
+    var widths = {};
+    nodes.forEach(function (n) { widths[Math.round(n.w || 64)] = true; });
+    groups.forEach(function (g) { widths[Math.round(g.w || 116)] = true; });
+    var hidden = { n: nodes.map(function () { return true; }), g: groups.map(function () { return false; }),
+      ins: nodes.map(function () { return false; }) };
+    function nodeDef(i) {
+      var n = nodes[i];
       var site = SITES[n.site] ? n.site : "unknown";
-      els.push({ group: "nodes", data: { id: "n" + i, label: n.label, w: n.w || 64, h: nodeH, site: site },
-        position: { x: n.x, y: n.y }, classes: "node site-" + site + (shared[i] ? " shared" : "") + (tokenGroups[i] ? " hidden" : "") });
+      return { group: "nodes", data: { id: "n" + i, label: n.label }, position: { x: n.x, y: n.y },
+        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (hidden.ins[i] ? " in-super" : "") };
+    }
+    var els = [];
+    nodes.forEach(function (n, i) {
+      if (!tokenGroups[i]) { els.push(nodeDef(i)); hidden.n[i] = false; }
     });
     groups.forEach(function (g, k) {
-      els.push({ group: "nodes", data: { id: "g" + k, label: g.label, w: g.w || 116, h: nodeH, site: g.side },
-        position: { x: g.x, y: g.y }, classes: "group site-" + g.side });
-      g.edges.forEach(function (e, j) {
-        var ends = g.side === "embed" ? ["g" + k, "n" + e[0]] : ["n" + e[0], "g" + k];
-        els.push({ group: "edges", data: { id: "ge" + k + "_" + j, source: ends[0], target: ends[1], aw: Math.abs(e[1]) },
-          classes: "gedge " + (e[1] >= 0 ? "pos" : "neg") });
-      });
+      els.push({ group: "nodes", data: { id: "g" + k, label: g.label, w: g.w || 116 },
+        position: { x: g.x, y: g.y }, classes: "group site-" + g.side + " w" + Math.round(g.w || 116) });
     });
-    function linkDef(li) {  // links become elements only when first drawn: creating 10,000 costs seconds
-      var l = links[li];
-      return { group: "edges", data: { id: "e" + li, source: "n" + l[0], target: "n" + l[1], aw: Math.abs(l[2]) },
-        classes: "link " + (l[2] >= 0 ? "pos" : "neg") + " k-" + l[3] };
-    }
 
     var style = [
-      { selector: "node", style: { "width": "data(w)", "height": "data(h)", "z-index-compare": "manual", "z-index": 3,
-        "label": "data(label)", "font-family": "monospace",
+      { selector: "node", style: { "height": nodeH, "label": "data(label)", "font-family": "monospace",
         "font-size": 11, "text-valign": "center", "text-halign": "center", "color": "#111827",
-        "shape": "round-rectangle", "border-width": 1.5, "min-zoomed-font-size": 7,
-        "text-wrap": "ellipsis", "text-max-width": "data(w)" } },
-      { selector: "node.deco", style: { "events": "no", "z-index": 0, "border-width": 0, "text-valign": "top",
-        "font-family": "system-ui, sans-serif", "font-size": 12, "font-weight": 600, "color": "#475569",
-        "text-margin-y": 22, "shape": "round-rectangle", "min-zoomed-font-size": 5 } },
-      { selector: "node.band-0", style: { "background-color": "#f8fafc" } },
-      { selector: "node.band-1", style: { "background-color": "#f1f5f9" } },
-      { selector: "node.head", style: { "z-index": 1, "background-color": "#fffdf5", "border-width": 1,
-        "border-color": "#e7d9b0", "border-style": "dashed", "font-size": 9.5, "color": "#a16207",
-        "text-margin-y": 13, "text-max-width": 200 } },
-      { selector: "node.coltitle", style: { "background-opacity": 0, "font-size": 10.5, "font-weight": 400,
-        "color": "#94a3b8", "text-margin-y": 0, "text-valign": "center", "text-wrap": "none" } },
-      { selector: "node.group", style: { "border-style": "dashed", "border-width": 1.5, "font-size": 10.5 } },
+        "shape": "round-rectangle", "border-width": 1.5, "min-zoomed-font-size": 7 } },
+      { selector: "node.group", style: { "border-style": "dashed", "font-size": 10.5 } },
+      { selector: "node.group, node.super", style: { "text-wrap": "ellipsis", "text-max-width": "data(w)" } },
       { selector: "node.super", style: { "background-color": "#fef3c7", "border-color": SUPER, "border-width": 3,
         "border-style": "double", "font-family": "system-ui, sans-serif", "font-weight": 600 } },
       { selector: "node.in-super", style: { "border-color": SUPER, "border-width": 3, "border-style": "double" } },
       { selector: "node.shared", style: { "underlay-color": SHARED, "underlay-opacity": 0.35, "underlay-padding": 4,
         "underlay-shape": "round-rectangle" } },
-      { selector: "edge", style: { "curve-style": "haystack", "haystack-radius": 0, "z-index-compare": "manual",
-        "z-index": 2, "width": "mapData(aw, 0, " + maxW + ", 0.8, 6)", "opacity": 0.55, "line-color": POS } },
-      { selector: "edge.neg", style: { "line-color": NEG } },
-      { selector: "edge.gedge", style: { "line-style": "dashed" } },
-      { selector: "edge.superedge", style: { "line-color": SUPER } },
       { selector: ".hidden", style: { "display": "none" } },
       { selector: "node.faded", style: { "opacity": 0.22 } },
-      { selector: "edge.faded", style: { "opacity": 0.05 } },
-      { selector: "edge.lit", style: { "opacity": 0.95 } },
       { selector: "node:selected", style: { "border-color": "#111827", "border-width": 3.5 } },
       { selector: "node.match", style: { "underlay-color": "#facc15", "underlay-opacity": 0.6, "underlay-padding": 5 } }
     ];
+    Object.keys(widths).forEach(function (w) {
+      style.push({ selector: "node.w" + w, style: { "width": Number(w) } });
+    });
     Object.keys(SITES).forEach(function (s) {
       style.push({ selector: "node.site-" + s, style: { "background-color": SITES[s][0], "border-color": SITES[s][1] } });
     });
@@ -204,6 +301,7 @@
       textureOnViewport: big, pixelRatio: big ? 1 : "auto", motionBlur: false
     });
     api.cy = cy;
+    var ink = makeInk(cy, container, layout, big ? 1 : (window.devicePixelRatio || 1));
 
     // ---------------------------------------------------------------- visibility
     function superOf(i) {
@@ -227,27 +325,16 @@
     }
 
     // Element handles and their drawn state, kept here so that a refresh touches only what
-    // changes, in two collection calls (10,000 per-element calls cost seconds).
-    var nodeEls = nodes.map(function (n, i) { return cy.getElementById("n" + i); });
-    var linkEls = links.map(function () { return null; });
+    // changes, in a few collection calls (thousands of per-element calls cost seconds).
+    var nodeEls = nodes.map(function (n, i) { return hidden.n[i] ? null : cy.getElementById("n" + i); });
     var groupEls = groups.map(function (g, k) { return cy.getElementById("g" + k); });
-    var gedges = [];  // {k, j, el, a: source id, b: target id}
-    groups.forEach(function (g, k) {
-      g.edges.forEach(function (e, j) {
-        gedges.push({ k: k, j: j, el: cy.getElementById("ge" + k + "_" + j),
-          a: g.side === "embed" ? "g" + k : "n" + e[0], b: g.side === "embed" ? "n" + e[0] : "g" + k });
-      });
-    });
-    // Folded tokens start hidden (set on creation: no style work at load); links start undrawn.
-    var hidden = { n: nodes.map(function (n, i) { return !!tokenGroups[i]; }), e: links.map(function () { return true; }),
-      g: groups.map(function () { return false; }), ge: gedges.map(function () { return false; }),
-      ins: nodes.map(function () { return false; }) };
-    var superEdgeList = [];  // {a, b, el}
+    var drawn = [];  // the edges on the ink layer: {a, b: source and target ids, w: weight, kind, li: link or -1, f: focus}
     var drawnCount = 0;
 
     function refresh() {
       var superEdges = {};
       var hide = [], show = [], inSuper = [], outSuper = [], added = [];
+      drawn = [];
       function aggregate(a, b, w) {
         if (!a || !b || a === b) { return; }
         var key = a + ">" + b;
@@ -265,40 +352,38 @@
         if (s && s.collapsed) { return "s" + s.id; }
         return nodeShown(i) ? "n" + i : null;
       });
-      drawnCount = 0;
       nodes.forEach(function (n, i) {
         var s = supOf[i];
-        set(hidden.n, i, nodeEls[i], repOf[i] !== "n" + i);
         var flag = !!(s && !s.collapsed);
+        if (!nodeEls[i]) {  // a folded token never drawn yet: an element once it is to be drawn
+          hidden.ins[i] = flag;
+          if (repOf[i] === "n" + i) { added.push(nodeDef(i)); hidden.n[i] = false; }
+          return;
+        }
+        set(hidden.n, i, nodeEls[i], repOf[i] !== "n" + i);
         if (hidden.ins[i] !== flag) { hidden.ins[i] = flag; (flag ? inSuper : outSuper).push(nodeEls[i]); }
       });
-      groups.forEach(function (g, k) { set(hidden.g, k, groupEls[k], !!state.unfolded[k]); });
-      gedges.forEach(function (ge, x) {
-        var e = groups[ge.k].edges[ge.j];
-        var live = !state.unfolded[ge.k] && passes(e[1], "io");
-        var r = repOf[e[0]];
-        set(hidden.ge, x, ge.el, !(live && r === "n" + e[0]));
-        if (live && r && r !== "n" + e[0]) {
-          if (groups[ge.k].side === "embed") { aggregate("g" + ge.k, r, e[1]); } else { aggregate(r, "g" + ge.k, e[1]); }
-        }
-        if (live && r === "n" + e[0]) { drawnCount++; }
+      groups.forEach(function (g, k) {
+        set(hidden.g, k, groupEls[k], !!state.unfolded[k]);
+        if (state.unfolded[k]) { return; }
+        g.edges.forEach(function (e) {
+          if (!passes(e[1], "io")) { return; }
+          var r = repOf[e[0]], ends = g.side === "embed" ? ["g" + k, r] : [r, "g" + k];
+          if (r === "n" + e[0]) { drawn.push({ a: ends[0], b: ends[1], w: e[1], kind: "io", li: -1 }); } else { aggregate(ends[0], ends[1], e[1]); }
+        });
       });
       links.forEach(function (l, li) {
         var k = linkGroup[li];
-        var ok = passes(l[2], l[3]) && (k < 0 || state.unfolded[k]);
-        var a = ok ? repOf[l[0]] : null, b = ok ? repOf[l[1]] : null;
-        var direct = ok && a === "n" + l[0] && b === "n" + l[1];
-        if (linkEls[li]) {
-          set(hidden.e, li, linkEls[li], !direct);
-        } else if (direct) {
-          added.push(linkDef(li));
-          hidden.e[li] = false;
-        }
-        if (direct) { drawnCount++; }
-        if (ok && !direct) { aggregate(a, b, l[2]); }
+        if (!passes(l[2], l[3]) || (k >= 0 && !state.unfolded[k])) { return; }
+        var a = repOf[l[0]], b = repOf[l[1]];
+        if (a === "n" + l[0] && b === "n" + l[1]) { drawn.push({ a: a, b: b, w: l[2], kind: "link", li: li }); } else { aggregate(a, b, l[2]); }
       });
+      Object.keys(superEdges).forEach(function (key) {
+        var e = superEdges[key];
+        drawn.push({ a: e.a, b: e.b, w: e.w, kind: "super", li: -1 });
+      });
+      drawnCount = drawn.length;
       cy.startBatch();
-      cy.remove(cy.edges(".superedge"));
       cy.remove(cy.nodes(".super"));
       if (hide.length) { cy.collection(hide).addClass("hidden"); }
       if (show.length) { cy.collection(show).removeClass("hidden"); }
@@ -306,24 +391,16 @@
       if (outSuper.length) { cy.collection(outSuper).removeClass("in-super"); }
       state.supers.forEach(function (s) {
         if (!s.collapsed) { return; }
-        added.push({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w, h: nodeH, site: "super" },
-          position: { x: s.x, y: s.y }, classes: "super" });
-      });
-      superEdgeList = [];
-      Object.keys(superEdges).forEach(function (key, j) {
-        var e = superEdges[key];
-        superEdgeList.push({ a: e.a, b: e.b, id: "se" + j });
-        added.push({ group: "edges", data: { id: "se" + j, source: e.a, target: e.b, aw: Math.min(Math.abs(e.w), maxW) },
-          classes: "superedge " + (e.w >= 0 ? "pos" : "neg") });
+        added.push({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w },
+          position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) });
       });
       if (added.length) {
         cy.add(added).forEach(function (e) {
           var id = e.id();
-          if (id[0] === "e") { linkEls[Number(id.slice(1))] = e; }
+          if (id[0] === "n") { nodeEls[Number(id.slice(1))] = e; }
         });
       }
       cy.endBatch();
-      drawnCount += superEdgeList.length;
       q("edge-count").textContent = drawnCount + " of " + links.length + " links drawn";
       updateFocus();
     }
@@ -332,22 +409,30 @@
     function selectedIds() {
       return cy.nodes(":selected").map(function (e) { return e.id(); });
     }
-    var dimmed = null, lit = null;
+    function posOf(id) {  // the model position of what id stands for: a node, a group or a supernode
+      var k = Number(id.slice(1));
+      return id[0] === "n" ? nodes[k] : id[0] === "g" ? groups[k] : findSuper(k);
+    }
+    function paintEdges() {
+      ink.setEdges(drawn.map(function (d) {
+        var p = posOf(d.a), r = posOf(d.b);
+        return { x1: p.x, y1: p.y, x2: r.x, y2: r.y, width: 0.8 + 5.2 * Math.min(Math.abs(d.w), maxW) / maxW,
+          color: d.kind === "super" ? SUPER : d.w >= 0 ? POS : NEG, alpha: d.f === 1 ? 0.05 : d.f === 2 ? 0.95 : 0.55,
+          dash: d.kind === "io", ref: d };
+      }));
+    }
+    var dimmed = null;
     function updateFocus() {
       var ids = selectedIds();
       cy.startBatch();
       if (dimmed) { dimmed.removeClass("faded"); dimmed = null; }
-      if (lit) { lit.removeClass("lit"); lit = null; }
+      drawn.forEach(function (d) { d.f = 0; });
       if (ids.length) {
-        // Drawn edges as (source id, target id, element); walk up and down from the selection.
-        var drawnEdges = [];
-        links.forEach(function (l, li) { if (!hidden.e[li]) { drawnEdges.push(["n" + l[0], "n" + l[1], linkEls[li]]); } });
-        gedges.forEach(function (ge, x) { if (!hidden.ge[x]) { drawnEdges.push([ge.a, ge.b, ge.el]); } });
-        superEdgeList.forEach(function (se) { drawnEdges.push([se.a, se.b, cy.getElementById(se.id)]); });
+        // Walk up and down the drawn edges from the selection.
         var inE = {}, outE = {};
-        drawnEdges.forEach(function (d) {
-          (outE[d[0]] = outE[d[0]] || []).push(d[1]);
-          (inE[d[1]] = inE[d[1]] || []).push(d[0]);
+        drawn.forEach(function (d) {
+          (outE[d.a] = outE[d.a] || []).push(d.b);
+          (inE[d.b] = inE[d.b] || []).push(d.a);
         });
         var walk = function (adj, seen) {
           var stack = ids.slice();
@@ -361,17 +446,15 @@
         ids.forEach(function (id) { up[id] = true; down[id] = true; });
         walk(inE, up);
         walk(outE, down);
-        var dim = [], on = [];
-        nodeEls.forEach(function (e, i) { if (!hidden.n[i] && !up["n" + i] && !down["n" + i]) { dim.push(e); } });
+        var dim = [];
+        nodeEls.forEach(function (e, i) { if (e && !hidden.n[i] && !up["n" + i] && !down["n" + i]) { dim.push(e); } });
         groupEls.forEach(function (e, k) { if (!hidden.g[k] && !up["g" + k] && !down["g" + k]) { dim.push(e); } });
         cy.nodes(".super").forEach(function (e) { if (!up[e.id()] && !down[e.id()]) { dim.push(e); } });
-        drawnEdges.forEach(function (d) {
-          ((up[d[0]] && up[d[1]]) || (down[d[0]] && down[d[1]]) ? on : dim).push(d[2]);
-        });
+        drawn.forEach(function (d) { d.f = (up[d.a] && up[d.b]) || (down[d.a] && down[d.b]) ? 2 : 1; });
         dimmed = cy.collection(dim).addClass("faded");
-        lit = cy.collection(on).addClass("lit");
       }
       cy.endBatch();
+      paintEdges();
     }
     var pending = false;
     cy.on("select unselect", "node", function () {
@@ -441,18 +524,22 @@
     var searchBox = q("search");
     var searchInfo = q("search-info");
     var list = q("names");
-    if (list) {
+    function fillNames() {  // the search box's suggestions, made when it is first used, not at load
+      if (!list || list.firstChild) { return; }
       var seen = {};
+      var frag = document.createDocumentFragment();
       nodes.forEach(function (n, i) {
         [nodeName(i), n.hook].forEach(function (name) {
           if (seen[name]) { return; }
           seen[name] = true;
           var o = document.createElement("option");
           o.value = name;
-          list.appendChild(o);
+          frag.appendChild(o);
         });
       });
+      list.appendChild(frag);
     }
+    ["focus", "pointerdown", "keydown"].forEach(function (type) { searchBox.addEventListener(type, fillNames); });
     function search(text) {
       var t = String(text || "").trim().toLowerCase();
       cy.nodes(".match").removeClass("match");
@@ -493,7 +580,7 @@
 
     // ---------------------------------------------------------------- toolbar
     function fit() {
-      var eles = cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); });
+      var eles = cy.nodes().filter(function (n) { return !n.hasClass("hidden"); });
       cy.fit(eles.length ? eles : cy.nodes(), 24);
     }
     var slider = q("weight");
@@ -557,11 +644,21 @@
       var g = groups[Number(ev.target.id().slice(1))];
       hover.textContent = g.members.length + (g.side === "embed" ? " tokens into " : " answers from ") + g.hook + " (click to list, unfold in the panel)";
     });
-    cy.on("mouseover", "edge.link", function (ev) {
-      var l = links[Number(ev.target.id().slice(1))];
-      hover.textContent = nodes[l[0]].id + " \u2192 " + nodes[l[1]].id + " \u00b7 " + l[3] + " \u00b7 weight " + signed(l[2]);
+    var onLink = false;  // the hover line shows a link (found on the ink layer, not by Cytoscape)
+    cy.on("mousemove", function (ev) {
+      if (ev.target !== cy) { return; }
+      var d = ink.hit(ev.position.x, ev.position.y, 4 / cy.zoom());
+      if (d && d.li >= 0) {
+        var l = links[d.li];
+        hover.textContent = nodes[l[0]].id + " \u2192 " + nodes[l[1]].id + " \u00b7 " + l[3] + " \u00b7 weight " + signed(l[2]);
+        onLink = true;
+      } else if (onLink) {
+        hover.textContent = "";
+        onLink = false;
+      }
     });
-    cy.on("mouseout", function () { hover.textContent = ""; });
+    cy.on("mouseout", function () { hover.textContent = ""; onLink = false; });
+    container.addEventListener("mouseleave", function () { if (onLink) { hover.textContent = ""; onLink = false; } });
 
     // ---------------------------------------------------------------- supernodes and annotations
     function findSuper(id) {
@@ -983,7 +1080,7 @@
     slider.value = String(startPct);
     setThreshold(startPct);
     // A wide, short circuit gets a pane of its own shape instead of a tall empty one.
-    var shown = cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); });
+    var shown = cy.nodes().filter(function (n) { return !n.hasClass("hidden"); });
     if (shown.length) {
       var bb = shown.boundingBox();
       var want = container.clientWidth * (bb.h + 80) / Math.max(bb.w + 48, 1);
@@ -1006,10 +1103,15 @@
     api.search = search;
     api.setThreshold = function (p) { slider.value = String(p); setThreshold(p); };
     api.drawnEdges = function () { return drawnCount; };
+    api.drawnLinks = function () {  // [source id, target id] of each circuit link drawn as itself
+      return drawn.filter(function (d) { return d.li >= 0; }).map(function (d) {
+        return [nodes[links[d.li][0]].id, nodes[links[d.li][1]].id];
+      });
+    };
     api.annotations = annotations;
     api.boxes = function () {
       // Rendered boxes (container pixels) of every drawn node: circuit nodes, groups, supernodes.
-      return cy.nodes().filter(function (n) { return !n.hasClass("deco") && !n.hasClass("hidden"); }).map(function (n) {
+      return cy.nodes().filter(function (n) { return !n.hasClass("hidden"); }).map(function (n) {
         var b = n.renderedBoundingBox({ includeLabels: false, includeOverlays: false, includeUnderlays: false });
         return { id: n.id(), x1: b.x1, y1: b.y1, x2: b.x2, y2: b.y2 };
       });
