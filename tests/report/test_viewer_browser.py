@@ -214,3 +214,72 @@ def test_two_circuits_side_by_side(browser, tmp_path):
     page.wait_for_function("() => window.circuitViewers[1].selected().length === 1")
     assert selected(page, 1) == ["blocks.0.hook_mlp_in:12"]
     assert w.errors == [] and w.foreign_requests(out) == []
+
+
+def test_links_are_painted_between_their_nodes_and_found_under_the_pointer(browser, run_dir):
+    """Links live on the canvas under Cytoscape: at the midpoint of a link, clear of boxes
+    and of other links, the canvas holds that link's colour (blue positive, red negative)
+    and the pointer there names it on the hover line."""
+    write_report(run_dir)
+    w = PageWatch(browser)
+    w.open(run_dir / "report" / "circuit-single_double_quote.html")
+    page = w.page
+    links = page.evaluate("""() => { const v = window.circuitViewers[0];
+        return v.drawnLinks().map(([a, b]) => [a, b, v.point(v.cyId(a)), v.point(v.cyId(b))]); }""")
+    boxes = page.evaluate("() => window.circuitViewers[0].boxes()")
+    pane = page.evaluate("() => { const r = document.querySelector('.viewer [data-role=graph]').getBoundingClientRect(); "
+                         "return [r.left, r.top]; }")
+    weight = {(lk["source"], lk["target"]): lk["weight"] for lk in quote_circuit()["links"]}
+
+    def dist(p, a, b) -> float:
+        dx, dy = b["x"] - a["x"], b["y"] - a["y"]
+        t = max(0.0, min(1.0, ((p[0] - a["x"]) * dx + (p[1] - a["y"]) * dy) / (dx * dx + dy * dy or 1)))
+        return ((p[0] - a["x"] - t * dx) ** 2 + (p[1] - a["y"] - t * dy) ** 2) ** 0.5
+
+    clear = []  # (source, target, page point) of links whose midpoint is clear of boxes and other links
+    for k, (src, dst, a, b) in enumerate(links):
+        mid = ((a["x"] + b["x"]) / 2, (a["y"] + b["y"]) / 2)
+        local = (mid[0] - pane[0], mid[1] - pane[1])
+        if any(bx["x1"] - 6 <= local[0] <= bx["x2"] + 6 and bx["y1"] - 6 <= local[1] <= bx["y2"] + 6 for bx in boxes):
+            continue
+        if any(dist(mid, o[2], o[3]) < 10 for j, o in enumerate(links) if j != k):
+            continue
+        clear.append((src, dst, mid))
+    assert len(clear) >= 3
+    pixels = page.evaluate("""(points) => { const c = document.querySelector('.viewer canvas.ink');
+        const r = c.getBoundingClientRect(), s = c.width / r.width;
+        const img = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        return points.map(([x, y]) => { const i = 4 * (Math.round((y - r.top) * s) * c.width + Math.round((x - r.left) * s));
+            return Array.from(img.slice(i, i + 4)); }); }""", [list(mid) for _, _, mid in clear])
+    for (src, dst, mid), rgba in zip(clear, pixels):
+        assert rgba[3] > 0, (src, dst, rgba)
+        assert (rgba[2] > rgba[0]) == (weight[(src, dst)] > 0), (src, dst, rgba)
+        page.mouse.move(*mid)
+        assert page.locator(".viewer [data-role=hover]").inner_text().startswith(f"{src} \u2192 {dst} ")
+    page.mouse.move(2, 2)
+    assert w.errors == []
+
+
+def test_labels_wait_until_zoomed_in_far_enough_to_read(browser, big_run):
+    """A large circuit opens zoomed out with no labels to measure; zoomed in, every box
+    has its label; folded tokens are no elements until unfolded. A small one opens labelled."""
+    w = PageWatch(browser)
+    w.open(big_run / "report" / "circuit-generated.html")
+    page = w.page
+    labels = """() => { const cy = window.circuitViewers[0].cy;
+        return [cy.zoom(), cy.nodes().filter(n => !n.hasClass('hidden')).map(n => n.style('label') === n.data('label'))]; }"""
+    zoom, labelled = page.evaluate(labels)
+    assert zoom < 0.6 and labelled and not any(labelled)
+    assert page.evaluate("window.circuitViewers[0].cy.nodes('.node.site-embed').length") == 0
+    page.locator(".viewer [data-role=graph]").focus()
+    while page.evaluate("window.circuitViewers[0].cy.zoom()") < 0.6:
+        page.keyboard.press("+")
+    zoom, labelled = page.evaluate(labels)
+    assert labelled and all(labelled)
+    page.locator(".viewer [data-act=unfold]").click()
+    assert page.evaluate("""() => { const t = window.circuitViewers[0].cy.nodes('.node.site-embed');
+        return t.length > 0 && t.every(n => n.style('label') === n.data('label')); }""")
+    w.open(big_run / "report" / "circuit-single_double_quote.html")
+    zoom, labelled = page.evaluate(labels)
+    assert zoom >= 0.6 and all(labelled)
+    assert w.errors == []

@@ -27,7 +27,7 @@
     mlp_out: ["#bbf7d0", "#166534", "MLP write"],
     logit: ["#f3e8ff", "#7e22ce", "answer logit"]
   };
-  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777";
+  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777", CORE = "#16a34a";
   var FORMAT = "sparsecircuits-annotations";
   var DRAW_CAP = 4000;  // links drawn when a page opens; more on demand (the |w| slider)
 
@@ -221,6 +221,8 @@
     var layout = data.layout || {};
     var shared = {};
     (data.shared || []).forEach(function (i) { shared[i] = true; });
+    var core = {};  // nodes of the stable core across seeds (prune --seeds)
+    (data.core || []).forEach(function (i) { core[i] = true; });
     var nodeH = layout.node_h || 22;
     var big = links.length > 3000;
 
@@ -260,8 +262,14 @@
       var n = nodes[i];
       var site = SITES[n.site] ? n.site : "unknown";
       return { group: "nodes", data: { id: "n" + i, label: n.label }, position: { x: n.x, y: n.y },
-        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (hidden.ins[i] ? " in-super" : "") };
+        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (core[i] ? " core" : "") + (hidden.ins[i] ? " in-super" : "") + lbl() };
     }
+    // Labels: Cytoscape measures a label for its box's bounds even when it is too small to
+    // draw (under 7 px on screen), so a page that opens zoomed out leaves them off until
+    // it is first zoomed in far enough to read them (class "lbl" on every box from then on).
+    var LABEL_ZOOM = 0.6;
+    var labels = false;
+    function lbl() { return labels ? " lbl" : ""; }
     var els = [];
     nodes.forEach(function (n, i) {
       if (!tokenGroups[i]) { els.push(nodeDef(i)); hidden.n[i] = false; }
@@ -272,9 +280,10 @@
     });
 
     var style = [
-      { selector: "node", style: { "height": nodeH, "label": "data(label)", "font-family": "monospace",
+      { selector: "node", style: { "height": nodeH, "font-family": "monospace",
         "font-size": 11, "text-valign": "center", "text-halign": "center", "color": "#111827",
         "shape": "round-rectangle", "border-width": 1.5, "min-zoomed-font-size": 7 } },
+      { selector: "node.lbl", style: { "label": "data(label)" } },
       { selector: "node.group", style: { "border-style": "dashed", "font-size": 10.5 } },
       { selector: "node.group, node.super", style: { "text-wrap": "ellipsis", "text-max-width": "data(w)" } },
       { selector: "node.super", style: { "background-color": "#fef3c7", "border-color": SUPER, "border-width": 3,
@@ -282,6 +291,7 @@
       { selector: "node.in-super", style: { "border-color": SUPER, "border-width": 3, "border-style": "double" } },
       { selector: "node.shared", style: { "underlay-color": SHARED, "underlay-opacity": 0.35, "underlay-padding": 4,
         "underlay-shape": "round-rectangle" } },
+      { selector: "node.core", style: { "outline-color": CORE, "outline-width": 3, "outline-offset": 2 } },
       { selector: ".hidden", style: { "display": "none" } },
       { selector: "node.faded", style: { "opacity": 0.22 } },
       { selector: "node:selected", style: { "border-color": "#111827", "border-width": 3.5 } },
@@ -295,12 +305,21 @@
     });
     style.push({ selector: "node.site-unknown", style: { "background-color": "#f3f4f6", "border-color": "#9ca3af" } });
 
+    // The elements go in after the start: given to the constructor, they would be placed
+    // again by a layout run (a position event per node), though their positions are set.
     var cy = cytoscape({
-      container: container, elements: els, style: style, layout: { name: "preset", fit: false },
+      container: container, style: style, layout: { name: "preset", fit: false },
       minZoom: 0.01, maxZoom: 4, boxSelectionEnabled: true, autoungrabify: true,
       textureOnViewport: big, pixelRatio: big ? 1 : "auto", motionBlur: false
     });
+    cy.add(els);
     api.cy = cy;
+    function showLabels() {
+      if (labels || cy.zoom() < LABEL_ZOOM) { return; }
+      labels = true;
+      cy.nodes().addClass("lbl");
+    }
+    cy.on("zoom", showLabels);
     var ink = makeInk(cy, container, layout, big ? 1 : (window.devicePixelRatio || 1));
 
     // ---------------------------------------------------------------- visibility
@@ -392,7 +411,7 @@
       state.supers.forEach(function (s) {
         if (!s.collapsed) { return; }
         added.push({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w },
-          position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) });
+          position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) + lbl() });
       });
       if (added.length) {
         cy.add(added).forEach(function (e) {
@@ -883,7 +902,8 @@
         ["token", n.token !== null && n.token !== undefined ? JSON.stringify(n.token) : null],
         ["mask", typeof n.mask === "number" ? fmt(n.mask, 3) : null],
         ["links in / out", ins[i].length + " / " + outs[i].length],
-        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null]
+        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null],
+        ["stable core", core[i] ? "yes: kept by most seeds" : null]
       ]));
       var s = superOf(i);
       if (s) {
@@ -1072,6 +1092,12 @@
         item.appendChild(document.createTextNode(p[1]));
         legend.appendChild(item);
       });
+      if ((data.core || []).length) {
+        var coreItem = el("span", "lg");
+        coreItem.appendChild(el("span", "sw core"));
+        coreItem.appendChild(document.createTextNode("stable core across seeds"));
+        legend.appendChild(coreItem);
+      }
       legend.appendChild(el("span", "lg muted", "width \u221d |weight|; dashed: folded inputs/outputs"));
     }
 
