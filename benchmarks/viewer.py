@@ -4,9 +4,12 @@
 Per size: the time to write the page (layout included), the page's size, the time from
 navigation to the viewer's script being done (``built_ms``) and to its first frame being
 drawn (``ready_ms``: fitted, drawn, answering input), the renderer's CPU time until then
-(``load_cpu_ms``: on a busy machine wall time is mostly waiting for a core, so this is
-the figure to compare), a "fit" (until the next frame is painted), and frame times while
-panning for two seconds. The machine's load average is printed with the results.
+(``load_cpu_ms``, the whole renderer process from its start, and ``main_thread_cpu_ms``,
+the thread that runs the page's script; on a busy machine wall time is mostly waiting
+for a core, so these are the figures to compare), a "fit" (until the next frame is
+painted), frame times while panning for two seconds, and a first zoom to 100%
+(``zoom_in_ms``, until painted: the boxes in view get their labels then). The machine's
+load average is printed with the results.
 
 ``--profile DIR`` also records Chromium's sampling profiler from navigation to the first
 frame, writes ``DIR/viewer-N.cpuprofile`` (open it in Chromium's DevTools, Performance
@@ -34,6 +37,13 @@ FIT_JS = """() => new Promise(done => {
   const t0 = performance.now();
   v.cy.zoom(v.cy.zoom() * 3);
   v.fit();
+  requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
+})"""
+
+ZOOM_IN_JS = """() => new Promise(done => {
+  const v = window.circuitViewers[0], s = v.size();
+  const t0 = performance.now();
+  v.cy.zoom({level: 1, renderedPosition: {x: s.width / 2, y: s.height / 2}});
   requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now() - t0)));
 })"""
 
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             dcl = page.evaluate("() => performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
             fit_ms = page.evaluate(FIT_JS)
             frames = sorted(page.evaluate(PAN_JS, args.pan_seconds))
+            zoom_in_ms = page.evaluate(ZOOM_IN_JS)
             drawn = page.evaluate("() => window.circuitViewers[0].drawnEdges()")
             shown = page.evaluate("() => window.circuitViewers[0].boxes().length")
             results.append({
@@ -111,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 "write_page_s": round(write_s, 2), "page_mb": round(len(page_html.encode()) / 1e6, 2),
                 "built_ms": round(built), "ready_ms": round(ready), "dom_content_loaded_ms": round(dcl),
                 "load_cpu_ms": round(1000 * metrics.get("ProcessTime", float("nan"))),
+                "main_thread_cpu_ms": round(1000 * metrics.get("ThreadTime", float("nan"))),
                 "load_script_ms": round(1000 * metrics.get("ScriptDuration", float("nan"))),
-                "fit_ms": round(fit_ms, 1),
+                "fit_ms": round(fit_ms, 1), "zoom_in_ms": round(zoom_in_ms, 1),
                 "pan_frame_ms_median": round(frames[len(frames) // 2], 1) if frames else None,
                 "pan_frame_ms_p95": round(frames[int(0.95 * (len(frames) - 1))], 1) if frames else None,
                 "pan_frames": len(frames),

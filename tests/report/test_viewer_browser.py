@@ -261,25 +261,37 @@ def test_links_are_painted_between_their_nodes_and_found_under_the_pointer(brows
 
 
 def test_labels_wait_until_zoomed_in_far_enough_to_read(browser, big_run):
-    """A large circuit opens zoomed out with no labels to measure; zoomed in, every box
-    has its label; folded tokens are no elements until unfolded. A small one opens labelled."""
+    """A large circuit opens zoomed out with no labels to measure; zoomed in, every box on
+    screen has its label (and boxes far off screen none yet), also after panning and
+    unfolding; folded tokens are no elements until unfolded. A small one opens labelled."""
     w = PageWatch(browser)
     w.open(big_run / "report" / "circuit-generated.html")
     page = w.page
-    labels = """() => { const cy = window.circuitViewers[0].cy;
-        return [cy.zoom(), cy.nodes().filter(n => !n.hasClass('hidden')).map(n => n.style('label') === n.data('label'))]; }"""
-    zoom, labelled = page.evaluate(labels)
-    assert zoom < 0.6 and labelled and not any(labelled)
+    labels = """() => { const v = window.circuitViewers[0], cy = v.cy, s = v.size();
+        const boxes = cy.nodes().filter(n => !n.hasClass('hidden'));
+        const labelled = n => n.style('label') === n.data('label');
+        const onScreen = boxes.filter(n => { const b = n.renderedBoundingBox({includeLabels: false});
+            return b.x2 > 0 && b.x1 < s.width && b.y2 > 0 && b.y1 < s.height; });
+        return [cy.zoom(), onScreen.length, onScreen.filter(labelled).length, boxes.filter(labelled).length, boxes.length]; }"""
+    zoom, on_screen, on_labelled, labelled, total = page.evaluate(labels)
+    assert zoom < 0.6 and on_screen == total > 500 and labelled == 0
     assert page.evaluate("window.circuitViewers[0].cy.nodes('.node.site-embed').length") == 0
     page.locator(".viewer [data-role=graph]").focus()
     while page.evaluate("window.circuitViewers[0].cy.zoom()") < 0.6:
         page.keyboard.press("+")
-    zoom, labelled = page.evaluate(labels)
-    assert labelled and all(labelled)
-    page.locator(".viewer [data-act=unfold]").click()
-    assert page.evaluate("""() => { const t = window.circuitViewers[0].cy.nodes('.node.site-embed');
-        return t.length > 0 && t.every(n => n.style('label') === n.data('label')); }""")
+    zoom, on_screen, on_labelled, labelled, total = page.evaluate(labels)
+    assert 0 < on_screen == on_labelled <= labelled < total
+    for key in ("ArrowDown",) * 6 + ("ArrowLeft",) * 6:
+        page.keyboard.press(key)
+    zoom, on_screen2, on_labelled2, labelled2, total = page.evaluate(labels)
+    assert 0 < on_screen2 == on_labelled2 and labelled2 > labelled
+    page.locator(".viewer [data-act=unfold]").click()  # fits: zoomed out, nothing new to label
+    page.locator(".viewer [data-role=graph]").focus()
+    while page.evaluate("window.circuitViewers[0].cy.zoom()") < 0.6:
+        page.keyboard.press("+")
+    zoom, on_screen, on_labelled, labelled, total = page.evaluate(labels)
+    assert 0 < on_screen == on_labelled
     w.open(big_run / "report" / "circuit-single_double_quote.html")
-    zoom, labelled = page.evaluate(labels)
-    assert zoom >= 0.6 and all(labelled)
+    zoom, on_screen, on_labelled, labelled, total = page.evaluate(labels)
+    assert zoom >= 0.6 and on_screen == on_labelled == labelled == total
     assert w.errors == []

@@ -27,7 +27,7 @@
     mlp_out: ["#bbf7d0", "#166534", "MLP write"],
     logit: ["#f3e8ff", "#7e22ce", "answer logit"]
   };
-  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777", CORE = "#16a34a";
+  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777";
   var FORMAT = "sparsecircuits-annotations";
   var DRAW_CAP = 4000;  // links drawn when a page opens; more on demand (the |w| slider)
 
@@ -221,8 +221,6 @@
     var layout = data.layout || {};
     var shared = {};
     (data.shared || []).forEach(function (i) { shared[i] = true; });
-    var core = {};  // nodes of the stable core across seeds (prune --seeds)
-    (data.core || []).forEach(function (i) { core[i] = true; });
     var nodeH = layout.node_h || 22;
     var big = links.length > 3000;
 
@@ -262,14 +260,8 @@
       var n = nodes[i];
       var site = SITES[n.site] ? n.site : "unknown";
       return { group: "nodes", data: { id: "n" + i, label: n.label }, position: { x: n.x, y: n.y },
-        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (core[i] ? " core" : "") + (hidden.ins[i] ? " in-super" : "") + lbl() };
+        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (hidden.ins[i] ? " in-super" : "") };
     }
-    // Labels: Cytoscape measures a label for its box's bounds even when it is too small to
-    // draw (under 7 px on screen), so a page that opens zoomed out leaves them off until
-    // it is first zoomed in far enough to read them (class "lbl" on every box from then on).
-    var LABEL_ZOOM = 0.6;
-    var labels = false;
-    function lbl() { return labels ? " lbl" : ""; }
     var els = [];
     nodes.forEach(function (n, i) {
       if (!tokenGroups[i]) { els.push(nodeDef(i)); hidden.n[i] = false; }
@@ -291,7 +283,6 @@
       { selector: "node.in-super", style: { "border-color": SUPER, "border-width": 3, "border-style": "double" } },
       { selector: "node.shared", style: { "underlay-color": SHARED, "underlay-opacity": 0.35, "underlay-padding": 4,
         "underlay-shape": "round-rectangle" } },
-      { selector: "node.core", style: { "outline-color": CORE, "outline-width": 3, "outline-offset": 2 } },
       { selector: ".hidden", style: { "display": "none" } },
       { selector: "node.faded", style: { "opacity": 0.22 } },
       { selector: "node:selected", style: { "border-color": "#111827", "border-width": 3.5 } },
@@ -314,12 +305,22 @@
     });
     cy.add(els);
     api.cy = cy;
-    function showLabels() {
-      if (labels || cy.zoom() < LABEL_ZOOM) { return; }
-      labels = true;
-      cy.nodes().addClass("lbl");
+    // Labels: Cytoscape measures a box's label for its bounds even when it is too small to
+    // draw (under 7 px on screen), so a box gets its label (class "lbl") only once it is on
+    // screen, or near it, at a zoom where labels can be read. A page that opens zoomed out
+    // measures none, and zooming in labels the few dozen boxes in view, not all of them.
+    var LABEL_ZOOM = 0.6, LABEL_MARGIN = 150, fitted = false;  // nothing to label before the first fit
+    function labelOnScreen() {
+      if (!fitted || cy.zoom() < LABEL_ZOOM) { return; }
+      var e = cy.extent(), m = LABEL_MARGIN / cy.zoom();
+      var todo = cy.nodes().filter(function (n) {
+        if (n.hasClass("lbl") || n.hasClass("hidden")) { return false; }
+        var p = n.position();
+        return p.x > e.x1 - m && p.x < e.x2 + m && p.y > e.y1 - m && p.y < e.y2 + m;
+      });
+      if (todo.length) { todo.addClass("lbl"); }
     }
-    cy.on("zoom", showLabels);
+    cy.on("viewport resize", labelOnScreen);
     var ink = makeInk(cy, container, layout, big ? 1 : (window.devicePixelRatio || 1));
 
     // ---------------------------------------------------------------- visibility
@@ -411,7 +412,7 @@
       state.supers.forEach(function (s) {
         if (!s.collapsed) { return; }
         added.push({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w },
-          position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) + lbl() });
+          position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) });
       });
       if (added.length) {
         cy.add(added).forEach(function (e) {
@@ -420,6 +421,7 @@
         });
       }
       cy.endBatch();
+      labelOnScreen();
       q("edge-count").textContent = drawnCount + " of " + links.length + " links drawn";
       updateFocus();
     }
@@ -902,8 +904,7 @@
         ["token", n.token !== null && n.token !== undefined ? JSON.stringify(n.token) : null],
         ["mask", typeof n.mask === "number" ? fmt(n.mask, 3) : null],
         ["links in / out", ins[i].length + " / " + outs[i].length],
-        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null],
-        ["stable core", core[i] ? "yes: kept by most seeds" : null]
+        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null]
       ]));
       var s = superOf(i);
       if (s) {
@@ -1092,12 +1093,6 @@
         item.appendChild(document.createTextNode(p[1]));
         legend.appendChild(item);
       });
-      if ((data.core || []).length) {
-        var coreItem = el("span", "lg");
-        coreItem.appendChild(el("span", "sw core"));
-        coreItem.appendChild(document.createTextNode("stable core across seeds"));
-        legend.appendChild(coreItem);
-      }
       legend.appendChild(el("span", "lg muted", "width \u221d |weight|; dashed: folded inputs/outputs"));
     }
 
@@ -1116,6 +1111,8 @@
       }
     }
     fit();
+    fitted = true;
+    labelOnScreen();
     var startNode = -1;
     var m = /^#node=(.*)$/.exec(location.hash || "");
     if (m && viewers.length === 0) {
