@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "tasks",
     "prune",
     "check",
+    "timeline",
     "report",
     "view",
     "frontier",

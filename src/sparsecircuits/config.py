@@ -103,6 +103,9 @@ class TrainConfig:
     eval_batches: int = 20
     log_every: int = 20
     checkpoint_every: int = 500
+    # weights kept at this many evenly spaced steps (the last one is the final step), beside
+    # the newest resumable checkpoints, for `timeline` and `prune --checkpoint`; 0 = none
+    keep_checkpoints: int = 0
     device: str = "cpu"
     dtype: str = "float32"  # "bfloat16" uses autocast on CUDA
     threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
@@ -122,6 +125,14 @@ class TrainConfig:
             raise UserError("train.anneal_kind must be 'linear' or 'geometric'")
         if self.dtype not in ("float32", "bfloat16"):
             raise UserError("train.dtype must be 'float32' or 'bfloat16'")
+        if not 0 <= self.keep_checkpoints <= self.steps:
+            raise UserError(f"train.keep_checkpoints must be between 0 and train.steps ({self.steps}), "
+                            f"got {self.keep_checkpoints}")
+
+    def kept_steps(self) -> list[int]:
+        """The steps whose weights ``keep_checkpoints`` keeps: evenly spaced, ending at ``steps``."""
+        n = self.keep_checkpoints
+        return [i * self.steps // n for i in range(1, n + 1)] if n else []
 
 
 @dataclass

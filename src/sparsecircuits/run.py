@@ -68,8 +68,13 @@ def load_weights(model: GPT, path: Path) -> None:
         raise UserError(f"weights file {path} does not match config.json: {str(exc).splitlines()[0]}") from None
 
 
-def load_run(path: str | Path, device: str = "cpu") -> Run:
+def load_run(path: str | Path, device: str = "cpu", checkpoint: int | None = None) -> Run:
     """Open ``runs/NAME``: the model in eval mode, its tokenizer and its config.
+
+    ``checkpoint=STEP`` opens the weights of that step instead (kept during training, or a
+    resumable checkpoint still on disk; ``train/kept.py``): the run's path is then the kept
+    step's own folder, so node means and circuits computed from it are cached there, apart
+    from the final model's.
 
     A run without ``tokenizer.json`` (an imported model released without one) still
     loads, with a ``MissingTokenizer``: its model works on token ids, and only encoding or
@@ -84,10 +89,15 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     if not run_dir.is_run():
         raise UserError(f"{path} is not a run directory (no config.json)")
     cfg = run_dir.read_config()
-    if not run_dir.weights.is_file():
+    weights_dir = run_dir
+    if checkpoint is not None:
+        from .train.kept import kept_run_dir
+
+        weights_dir = kept_run_dir(run_dir, int(checkpoint))
+    elif not run_dir.weights.is_file():
         raise UserError(f"{path} has no model.safetensors (training not finished? try 'train --resume')")
     model = GPT(cfg.model)
-    load_weights(model, run_dir.weights)
+    load_weights(model, weights_dir.weights)
     model.to(device).eval()
     tokenizer = load_tokenizer(run_dir.tokenizer) if run_dir.tokenizer.exists() else MissingTokenizer(path)
-    return Run(path=path, config=cfg, model=model, tokenizer=tokenizer)
+    return Run(path=weights_dir.path, config=cfg, model=model, tokenizer=tokenizer)

@@ -15,9 +15,16 @@ and when a result cached in it still holds.
       tasks.json                   the full model's accuracy and loss per task
       node_means.safetensors       every node's mean activation (circuits/masking.py)
       circuits/TASK/circuit.json   a pruned circuit; annotations.json and search.json beside it
+      circuits/TASK@VARIANT/       the same task pruned another way (``prune --method attribution``:
+                                   TASK@attribution; the frontier's TASK@zero), kept apart
       circuits/summary.json        `prune --all-tasks`: the sizes and their geometric mean
       controls/TASK/circuit.json   nonsense-control circuits that `check` prunes; kept out of
                                    circuits/ so that the report and viewer list real circuits only
+      kept/step_NNNNNNN/           the weights kept at one step during training (train.keep_checkpoints),
+                                   a run directory of its own for that step's model.safetensors,
+                                   node_means.safetensors and circuits/TASK/circuit.json, so a
+                                   checkpoint's circuit never replaces the final model's
+      timelines/TASK.json          `timeline`: the circuit of every kept step, and each node's persistence
       report/                      the HTML report
       bridge.json                  a bridged run: its dense run and the bridges' shapes
       bridges.safetensors          a bridged run's bridge weights (model.safetensors is the
@@ -62,6 +69,8 @@ BRIDGE = "bridge.json"
 BRIDGE_WEIGHTS = "bridges.safetensors"
 BRIDGE_EVAL = "bridge_eval.json"
 STEER = "steer"
+KEPT = "kept"
+TIMELINES = "timelines"
 
 # The values that decide what pruning finds: a cached circuit is reused only when each of
 # them was recorded with the value asked for now (see ``circuit_key``).
@@ -79,6 +88,11 @@ def circuit_key(task: str, seed: int, settings: Mapping[str, Any]) -> dict[str, 
         raise ValueError(f"pruning settings lack {', '.join(missing)}")
     return {"task": task, "seed": int(seed), "edge_count": EDGE_COUNT,
             **{k: to_jsonable(settings[k]) for k in PRUNE_KEYS}}
+
+
+def variant_folder(task: str, variant: str | None) -> str:
+    """The ``circuits/`` folder of ``task`` pruned another way (None: the plain circuit)."""
+    return task if not variant else f"{task}@{variant}"
 
 
 def recorded_key(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,6 +209,23 @@ class RunDir:
     def control(self, name: str) -> Path:
         return self.path / CONTROLS / name / CIRCUIT
 
+    def kept(self, step: int) -> "RunDir":
+        """The folder of the weights kept at ``step``: a run directory for that step's model
+        (weights, node means, circuits), without config or tokenizer of its own."""
+        return RunDir(self.path / KEPT / f"step_{int(step):07d}")
+
+    def kept_steps(self) -> list[int]:
+        """Steps whose kept weights are on disk, in order."""
+        folder = self.path / KEPT
+        if not folder.is_dir():
+            return []
+        steps = [int(d.name[len("step_"):]) for d in folder.iterdir()
+                 if d.name.startswith("step_") and d.name[len("step_"):].isdigit() and (d / WEIGHTS).is_file()]
+        return sorted(steps)
+
+    def timeline(self, task: str) -> Path:
+        return self.path / TIMELINES / f"{task}.json"
+
     def is_run(self) -> bool:
         """A folder with a ``config.json`` is a run (weights may still be training)."""
         return self.config.is_file()
@@ -292,6 +323,14 @@ class RunDir:
     def write_search(self, task: str, record: Mapping[str, Any]) -> Path:
         """A failed hyperparameter search's trials, kept beside where its circuit would be."""
         path = self.search(task)
+        atomic_write_json(path, to_jsonable(dict(record)))
+        return path
+
+    def read_timeline(self, task: str) -> dict | None:
+        return self._read_object(self.timeline(task), "timeline file")
+
+    def write_timeline(self, task: str, record: Mapping[str, Any]) -> Path:
+        path = self.timeline(task)
         atomic_write_json(path, to_jsonable(dict(record)))
         return path
 

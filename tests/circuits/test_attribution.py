@@ -67,7 +67,9 @@ def test_prune_method_flag_writes_an_attribution_circuit(toy_run_dir, tmp_path, 
     base = ["prune", str(toy_run_dir), "--tasks-file", str(tasks), "--ablation", "zero", "--no-progress",
             "--threads", "1"]
     assert main(base + ["--method", "attribution"]) == 0
-    obj = json.loads((toy_run_dir / "circuits" / "toy" / "circuit.json").read_text())
+    # beside the learned circuit's folder, never over it
+    obj = json.loads((toy_run_dir / "circuits" / "toy@attribution" / "circuit.json").read_text())
+    assert not (toy_run_dir / "circuits" / "toy").exists()
     assert obj["metrics"]["method"] == "attribution"
     assert {n["id"] for n in obj["nodes"] if n["site"] not in ("embed", "logit")} == TOY_CIRCUIT
     capsys.readouterr()

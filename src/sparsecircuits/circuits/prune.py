@@ -71,7 +71,12 @@ from .masking import MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
 
 class NotLearnedError(UserError):
-    """The full model does not do the task well enough to be worth pruning."""
+    """The full model does not do the task well enough to be worth pruning; ``accuracy``
+    and ``loss`` are its scores on the test items."""
+
+    def __init__(self, message: str, accuracy: float | None = None, loss: float | None = None) -> None:
+        super().__init__(message)
+        self.accuracy, self.loss = accuracy, loss
 
 
 # ---------------------------------------------------------------------------- bisection
@@ -360,7 +365,7 @@ def _prepare(run, task, s: PruneSettings, seed: int, force: bool, name: str | No
     if full_acc < s.min_accuracy and not force:
         raise NotLearnedError(
             f"the model is only {full_acc:.1%} accurate on task {data.name} (test items); pruning needs "
-            f">= {s.min_accuracy:.0%} (use --force / force=True to prune anyway)")
+            f">= {s.min_accuracy:.0%} (use --force / force=True to prune anyway)", accuracy=full_acc, loss=full_loss)
     probe = data.probe(max(1, s.n_probe * 2 // data.group))
     full_train_loss = diff_loss(circuit_diffs(masked_full, None, probe, s.eval_batch))
 

@@ -12,6 +12,11 @@ With ``--search N`` each task gets N pruning runs over the optimiser's hyperpara
 the circuit's ``metrics.search`` records every trial.  A search that finds no circuit
 meeting the target on held-out items writes its trials to
 ``RUN_DIR/circuits/<task>/search.json`` and fails (exit 2) unless ``--force``.
+
+``--method attribution`` writes ``RUN_DIR/circuits/<task>@attribution/circuit.json``, beside
+the learned circuit rather than over it, so the report can show both.  ``--checkpoint STEP``
+prunes the weights of that training step and writes under ``RUN_DIR/kept/step_NNNNNNN/``
+(``train/kept.py``), never over the final model's circuit.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 from ..circuit_sizes import size_summary
 from ..config import ABLATIONS, LEARNED_ACCURACY, TARGET_LOSS
 from ..errors import UserError
-from ..rundir import RunDir
+from ..rundir import RunDir, variant_folder
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -46,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per k_coef (default: built in)")
     p.add_argument("--k-coefs", default=None, help="comma-separated sparsity penalties to sweep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
+                   help="prune the weights of that training step (train.keep_checkpoints, or a resumable "
+                        "checkpoint); the circuit goes to RUN/kept/step_NNNNNNN/circuits/, apart from the final model's")
     p.add_argument("--force", action="store_true",
                    help=f"prune even if the model is below {LEARNED_ACCURACY * 100:.0f}%% accurate")
     p.add_argument("--threads", type=int, default=0,
@@ -185,8 +193,9 @@ def run(args: argparse.Namespace) -> int:
         from ..tasks.python_tasks import task_names
 
         tasks = [(n, n) for n in task_names()]
-    run_ = load_run(args.run_dir)
-    run_dir = RunDir(args.run_dir)
+    run_ = load_run(args.run_dir, checkpoint=args.checkpoint)
+    run_dir = RunDir(run_.path)  # a kept step's own folder with --checkpoint
+    variant = None if searcher is not None or args.method == "learned" else args.method
 
     results, skipped = [], []
     for name, task in tasks:
@@ -201,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             skipped.append({"task": name, "reason": str(exc), "kind": kind})
             print(f"skipping {name}: {exc}", file=sys.stderr)
             continue
-        path = circuit.save(run_dir.circuit(name))
+        path = circuit.save(run_dir.circuit(variant_folder(name, variant)))
         print(_summary_line(circuit, path))
         m = circuit.metrics
         results.append({"task": name, "n_nodes": m["n_nodes"], "n_edges": m["n_edges"],

@@ -49,6 +49,7 @@ from ..model.sparsity import WeightSparsifier, is_dense_name, lr_at
 from ..rundir import RunDir
 from . import checkpoint as ckpt
 from . import elastic
+from .kept import write_weights
 
 VAL_SEED_OFFSET = 1_000_003  # val batches use their own stream, fixed across the run
 
@@ -246,6 +247,7 @@ class Trainer:
         self.tokens_seen = 0
         self.last_lr = 0.0
         self.last_checkpoint: Path | None = None
+        self.kept_steps = set(t.kept_steps())  # weights kept for circuits during training (kept.py)
         plan = elastic.RESUME if resume else self._plan_after_restart()
         if plan == elastic.RESUME:
             self._restore()  # every rank reads the checkpoint; a damaged one fails on all alike
@@ -391,14 +393,22 @@ class Trainer:
         last = ckpt.latest_checkpoint(self.run_dir.checkpoints)
         return f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
 
+    def save_kept(self) -> None:
+        """The weights of this step in ``kept/`` (``train.keep_checkpoints``), on rank 0."""
+        def write() -> None:
+            path = self.run_dir.kept(self.step).weights
+            try:
+                write_weights(path, self.model.state_dict(), self.step)
+            except OSError as exc:
+                raise UserError(f"could not write the weights kept at step {self.step} to {path} "
+                                f"({exc.strerror or exc}); {self._kept()}") from None
+
+        self._on_main(f"keep the weights of step {self.step}", write)
+
     def save_final(self) -> None:
         def write() -> None:
-            from safetensors.torch import save_file
-
             try:
-                with atomic_path(self.run_dir.weights) as tmp:
-                    sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-                    save_file(sd, str(tmp), metadata={"format": "sparsecircuits", "step": str(self.step)})
+                write_weights(self.run_dir.weights, self.model.state_dict(), self.step)
                 self.run_dir.write_config(self.cfg)
             except OSError as exc:
                 raise UserError(f"could not write the final model ({exc.strerror or exc}); "
@@ -493,6 +503,8 @@ class Trainer:
                 if record is not None:
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.3f}", **({"val": f"{val:.3f}"} if val is not None else {}))
+                if self.step in self.kept_steps:
+                    self.save_kept()
                 if self.step % t.checkpoint_every == 0 or done or self.step == end:
                     self.save_checkpoint()
         finally:
