@@ -238,6 +238,8 @@ class PruneSettings:
     n_probe: int = 256  # train pairs (or examples x2) the bisection evaluates on (256: all of them)
     threads: int = 0  # torch threads while pruning; 0 = leave torch's default
     size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
+    tie_qk: bool = False  # q_j and k_j of a head share one mask (circuits/tying.py)
+    curve_points: int = 16  # sizes on the circuit's loss-vs-size curves (circuits/loss_curve.py); 0 = none
 
     def with_overrides(self, overrides: dict[str, Any], source: str) -> "PruneSettings":
         """Set fields from ``overrides`` (values may be text, as ``--set`` gives them),
@@ -269,6 +271,8 @@ class PruneSettings:
             raise UserError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if not self.tau_init_std >= 0:
             raise UserError(f"tau_init_std must be >= 0, got {self.tau_init_std}")
+        if self.curve_points < 0 or self.curve_points == 1:
+            raise UserError(f"curve_points must be 0 (no curve) or >= 2, got {self.curve_points}")
         return self
 
     def lr_factor(self, step: int) -> float:

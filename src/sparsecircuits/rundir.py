@@ -15,6 +15,7 @@ and when a result cached in it still holds.
       tasks.json                   the full model's accuracy and loss per task
       node_means.safetensors       every node's mean activation (circuits/masking.py)
       circuits/TASK/circuit.json   a pruned circuit; annotations.json and search.json beside it
+      circuits/TASK/stability.json `prune --seeds K`: every seed's nodes, their overlap and stable core
       circuits/TASK@VARIANT/       the same task pruned another way (``prune --method attribution``:
                                    TASK@attribution; the frontier's TASK@zero), kept apart
       circuits/summary.json        `prune --all-tasks`: the sizes and their geometric mean
@@ -42,7 +43,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .circuit_sizes import EDGE_COUNT
 from .errors import UserError
@@ -62,6 +63,7 @@ CIRCUITS = "circuits"
 CIRCUIT = "circuit.json"
 ANNOTATIONS = "annotations.json"
 SEARCH = "search.json"
+STABILITY = "stability.json"
 SUMMARY = "summary.json"
 CONTROLS = "controls"
 REPORT = "report"
@@ -74,7 +76,9 @@ TIMELINES = "timelines"
 
 # The values that decide what pruning finds: a cached circuit is reused only when each of
 # them was recorded with the value asked for now (see ``circuit_key``).
-PRUNE_KEYS = ("target_loss", "ablation", "steps", "k_coefs", "n_train", "n_test")
+PRUNE_KEYS = ("target_loss", "ablation", "steps", "k_coefs", "n_train", "n_test", "tie_qk")
+# what a circuit written before a setting existed was pruned with
+RECORDED_DEFAULTS = {"tie_qk": False}
 CACHE_KEYS = ("task", "seed", "edge_count") + PRUNE_KEYS
 
 
@@ -83,11 +87,11 @@ def circuit_key(task: str, seed: int, settings: Mapping[str, Any]) -> dict[str, 
     ``task`` with ``seed`` and ``settings`` (``PruneSettings`` as a dict): the task, the
     seed, the pruning settings that change the result, and today's edge-count convention
     (a circuit counted another way is pruned again rather than mixed in)."""
-    missing = [k for k in PRUNE_KEYS if k not in settings]
+    missing = [k for k in PRUNE_KEYS if k not in settings and k not in RECORDED_DEFAULTS]
     if missing:
         raise ValueError(f"pruning settings lack {', '.join(missing)}")
     return {"task": task, "seed": int(seed), "edge_count": EDGE_COUNT,
-            **{k: to_jsonable(settings[k]) for k in PRUNE_KEYS}}
+            **{k: to_jsonable(settings.get(k, RECORDED_DEFAULTS.get(k))) for k in PRUNE_KEYS}}
 
 
 def variant_folder(task: str, variant: str | None) -> str:
@@ -100,7 +104,17 @@ def recorded_key(data: Mapping[str, Any]) -> dict[str, Any]:
     metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     settings = metrics.get("settings") if isinstance(metrics.get("settings"), dict) else {}
     return {"task": data.get("task"), "seed": metrics.get("seed", 0), "edge_count": metrics.get("edge_count"),
-            **{k: settings.get(k) for k in PRUNE_KEYS}}
+            **{k: settings.get(k, RECORDED_DEFAULTS.get(k)) for k in PRUNE_KEYS}}
+
+
+def stability_matches(record: Mapping[str, Any], circuit_nodes: Iterable[str]) -> bool:
+    """Whether a ``stability.json`` was made with this circuit (its first run has the
+    circuit's node set), so a circuit pruned again since does not show another one's core."""
+    runs = record.get("runs")
+    if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
+        return False
+    nodes = runs[0].get("nodes")
+    return isinstance(nodes, list) and set(nodes) == set(circuit_nodes)
 
 
 def parse_metrics(text: str) -> Iterator[tuple[str, dict | None]]:
@@ -205,6 +219,9 @@ class RunDir:
 
     def search(self, task: str) -> Path:
         return self.circuit_dir(task) / SEARCH
+
+    def stability(self, task: str) -> Path:
+        return self.circuit_dir(task) / STABILITY
 
     def control(self, name: str) -> Path:
         return self.path / CONTROLS / name / CIRCUIT
@@ -331,6 +348,15 @@ class RunDir:
 
     def write_timeline(self, task: str, record: Mapping[str, Any]) -> Path:
         path = self.timeline(task)
+        atomic_write_json(path, to_jsonable(dict(record)))
+        return path
+
+    def read_stability(self, task: str) -> dict | None:
+        """``prune --seeds``'s record for a task, None when there is none."""
+        return self._read_object(self.stability(task), "stability file")
+
+    def write_stability(self, task: str, record: Mapping[str, Any]) -> Path:
+        path = self.stability(task)
         atomic_write_json(path, to_jsonable(dict(record)))
         return path
 

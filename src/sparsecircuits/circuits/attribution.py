@@ -26,6 +26,7 @@ from .circuit import Circuit
 from .graph import count_edges
 from .masking import MaskedModel
 from .prune import _Context, _frozen, _Prober, _prepare, _threads, finish, make_settings
+from .tying import qk_tie, unit_sum
 
 METHODS = ("learned", "attribution")
 
@@ -47,6 +48,14 @@ def attribution_scores(masked: MaskedModel, batch, batch_size: int = 64) -> torc
     return m.grad.detach().clone() if m.grad is not None else torch.zeros(n)
 
 
+def attribution_order(nodes, scores: torch.Tensor, tie_qk: bool = False) -> torch.Tensor:
+    """Nodes (n,) by decreasing ``|score|``; with ``tie_qk`` a tied q/k pair is ranked by
+    the sum of its two scores, the gradient of the mask they share."""
+    if tie_qk:
+        scores = unit_sum(scores, qk_tie(nodes))
+    return torch.argsort(-scores.abs(), stable=True)
+
+
 def attribution_candidate(ctx: _Context, s: PruneSettings) -> dict:
     """Score, rank and bisect: a candidate in the learned pruner's format (for ``finish``)."""
     tick = time.perf_counter()
@@ -54,7 +63,7 @@ def attribution_candidate(ctx: _Context, s: PruneSettings) -> dict:
         scores = attribution_scores(ctx.masked, ctx.probe, s.eval_batch)  # (n,)
     ctx.timings["optimise"] += time.perf_counter() - tick
     tick = time.perf_counter()
-    order = torch.argsort(-scores.abs(), stable=True)
+    order = attribution_order(ctx.nodes, scores, s.tie_qk)
     prober = _Prober(ctx.masked, order, ctx.probe, s)
     k, met = prober.smallest(s.target_loss, 1)  # no open set to start from: double up from 1
     edges = count_edges(ctx.model, ctx.nodes, prober.keep(k))

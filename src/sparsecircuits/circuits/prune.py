@@ -69,6 +69,7 @@ from .circuit import (
 from .graph import count_edges
 from .masking import MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
+from .tying import adjacent, close, qk_tie
 
 class NotLearnedError(UserError):
     """The full model does not do the task well enough to be worth pruning; ``accuracy``
@@ -198,6 +199,7 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
     n = masked.nodes.n
     g = torch.Generator().manual_seed(seed)
     tau = (s.tau_init_mean + s.tau_init_std * torch.randn(n, generator=g)).requires_grad_(True)
+    tie = qk_tie(masked.nodes) if s.tie_qk else torch.arange(n)  # (n,) each node's parameter
     opt = torch.optim.AdamW([tau], lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, s.lr_factor)
     device = next(masked.model.parameters()).device
@@ -209,7 +211,7 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
         # two length buckets, each trimmed to its own longest prompt, waste little on padding
         groups = torch.randperm(n_groups, generator=g)[:per_batch].sort().values
         idx = (groups[:, None] * data.group + torch.arange(data.group)).flatten()
-        m = heaviside_ste(tau, s.temperature)  # (n,) exactly 0/1
+        m = heaviside_ste(tau[tie], s.temperature)  # (n,) exactly 0/1
         diffs = []
         for part in idx.tensor_split(s.length_buckets):
             if part.numel() == 0:
@@ -233,13 +235,21 @@ def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSe
         if bar is not None:
             bar.update(1)
             bar.set_postfix(k=f"{k_coef:g}", loss=f"{float(task.detach()):.3f}", open=n_open, refresh=False)
-    return tau.detach(), curve
+    return tau.detach()[tie], curve
 
 
 class _Prober:
-    """Calibrated train loss of the top-``K`` circuit of one ranking, cached per ``K``."""
+    """Calibrated train loss of the top-``K`` circuit of one ranking, cached per ``K``.
+
+    With ``s.tie_qk`` a tied q/k pair is never split: the ranking is rearranged so pairs
+    are adjacent (``tying.adjacent``) and a ``K`` that would split one counts as ``K + 1``
+    (``size``), so every ``K`` it returns is the node count of its circuit.
+    """
 
     def __init__(self, masked: MaskedModel, order: torch.Tensor, batch, s: PruneSettings) -> None:
+        self.tie = qk_tie(masked.nodes) if s.tie_qk else None
+        if self.tie is not None:
+            order = adjacent(order, self.tie)
         self.masked, self.order, self.batch, self.s = masked, order, batch, s
         self.sign = orientation(batch)
         self.cache: dict[int, tuple[float, tuple[float, float]]] = {}
@@ -247,9 +257,14 @@ class _Prober:
     def keep(self, k: int) -> torch.Tensor:
         keep = torch.zeros(self.masked.nodes.n, dtype=torch.bool)
         keep[self.order[:k]] = True
-        return keep
+        return keep if self.tie is None else close(keep, self.tie)
+
+    def size(self, k: int) -> int:
+        """The node count of the top-``k`` circuit: ``k``, or ``k + 1`` where ``k`` splits a tied pair."""
+        return k if self.tie is None else int(self.keep(k).sum())
 
     def loss(self, k: int) -> float:
+        k = self.size(k)
         if k not in self.cache:
             diff = circuit_diffs(self.masked, self.keep(k), self.batch, self.s.eval_batch)
             a, b = fit_calibration(diff, self.sign, self.s.calibration_steps)
@@ -258,7 +273,7 @@ class _Prober:
 
     def calibration(self, k: int) -> tuple[float, float]:
         self.loss(k)
-        return self.cache[k][1]
+        return self.cache[self.size(k)][1]
 
     def smallest(self, target: float, hint: int, rel_tol: float = 0.0) -> tuple[int, bool]:
         """Smallest passing K and whether the target was met.
@@ -275,7 +290,7 @@ class _Prober:
         while True:
             k = smallest_passing(passes, lo, hi, rel_tol)
             if k is not None:
-                return k, True
+                return self.size(k), True
             if hi == n:
                 break
             lo, hi = hi, min(2 * hi, n)
@@ -433,6 +448,12 @@ def finish(ctx: _Context, s: PruneSettings, candidates: list[dict], best: dict, 
     size_vs_target = _size_vs_target(ctx, s, best, test)
     ctx.timings["size_vs_target"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    from .loss_curve import loss_vs_size  # it ranks by attribution too, which builds on this module
+
+    curves = loss_vs_size(ctx, s, best)
+    if curves:
+        ctx.timings["loss_vs_size"] = time.perf_counter() - tick
+    tick = time.perf_counter()
     heldout = score_diffs(test)
     measured = {"full_loss": ctx.full_loss, "full_accuracy": ctx.full_acc, "circuit_loss": heldout["loss"],
                 "circuit_accuracy": heldout["accuracy"], "circuit_train_loss": best["train_loss"],
@@ -445,6 +466,7 @@ def finish(ctx: _Context, s: PruneSettings, candidates: list[dict], best: dict, 
     circuit.metrics.update({
         "curve": [{"step": c["step"], "loss": c["loss"], "n_open": c["n_open"]} for c in best["curve"]],
         "size_vs_target": size_vs_target,
+        **({"loss_vs_size": curves} if curves else {}),
         "seconds": round(time.perf_counter() - t0, 3),
         "timings": {name: round(v, 3) for name, v in ctx.timings.items()},
     })

@@ -13,6 +13,12 @@ the circuit's ``metrics.search`` records every trial.  A search that finds no ci
 meeting the target on held-out items writes its trials to
 ``RUN_DIR/circuits/<task>/search.json`` and fails (exit 2) unless ``--force``.
 
+With ``--seeds K`` each task is pruned K times (seeds ``--seed`` .. ``--seed`` + K - 1,
+``circuits/stability.py``): the first seed's circuit is saved as usual and
+``stability.json`` beside it holds the spread of sizes, the node sets' overlap and the
+stable core with its own loss.  ``--tie-qk`` gives the q and k channels of a head one
+mask per channel (``circuits/tying.py``).
+
 ``--method attribution`` writes ``RUN_DIR/circuits/<task>@attribution/circuit.json``, beside
 the learned circuit rather than over it, so the report can show both.  ``--checkpoint STEP``
 prunes the weights of that training step and writes under ``RUN_DIR/kept/step_NNNNNNN/``
@@ -51,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per k_coef (default: built in)")
     p.add_argument("--k-coefs", default=None, help="comma-separated sparsity penalties to sweep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=None, metavar="K",
+                   help="K pruning runs (seeds --seed .. --seed+K-1); writes stability.json beside the first seed's "
+                        "circuit: size spread, Jaccard overlap of node sets, the stable core (nodes in >= 80%% of "
+                        "runs) and its loss")
+    p.add_argument("--tie-qk", action="store_true",
+                   help="one mask for the q and k channel of the same head and channel (both kept or both pruned)")
     p.add_argument("--checkpoint", type=int, default=None, metavar="STEP",
                    help="prune the weights of that training step (train.keep_checkpoints, or a resumable "
                         "checkpoint); the circuit goes to RUN/kept/step_NNNNNNN/circuits/, apart from the final model's")
@@ -78,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # flags of their own, so not accepted by --set
 _OWN_FLAGS = {"target_loss": "--target-loss", "ablation": "--ablation", "steps": "--steps",
-              "k_coefs": "--k-coefs", "threads": "--threads"}
+              "k_coefs": "--k-coefs", "threads": "--threads", "tie_qk": "--tie-qk"}
 
 
 def settings_overrides(pairs: list[str]) -> dict:
@@ -122,6 +134,14 @@ def _summary_line(c, path: Path) -> str:
     return (f"{c.task}{flag}: {m['n_nodes']} nodes, {m['n_edges']} edges; circuit loss {m['circuit_loss']:.3f} "
             f"(acc {m['circuit_accuracy']:.0%}), full model {m['full_loss']:.3f} (acc {m['full_accuracy']:.0%}); "
             f"{m['seconds']:.0f}s{met} -> {path}")
+
+
+def _stability_line(r: dict, path: Path) -> str:
+    sizes, jac, core = r["sizes"], r["jaccard"], r["core"]
+    return (f"  {len(r['seeds'])} seeds: nodes {sizes['n_nodes']['min']:.0f}-{sizes['n_nodes']['max']:.0f}, "
+            f"edges {sizes['n_edges']['min']:.0f}-{sizes['n_edges']['max']:.0f}; node Jaccard mean "
+            f"{jac['mean']:.2f} (min {jac['min']:.2f}); stable core {core['n_nodes']} nodes, {core['n_edges']} "
+            f"edges, loss {core['loss']:.3f} (acc {core['accuracy']:.0%}) -> {path}")
 
 
 def _searcher(args: argparse.Namespace):
@@ -170,9 +190,16 @@ def run(args: argparse.Namespace) -> int:
     kwargs = dict(target_loss=args.target_loss, ablation=args.ablation, steps=args.steps, seed=args.seed,
                   force=args.force, k_coefs=_k_coefs(args.k_coefs), progress=not args.no_progress,
                   threads=args.threads, **settings_overrides(args.overrides))
+    if args.tie_qk:
+        kwargs["tie_qk"] = True
     searcher = _searcher(args)
     if searcher is not None and args.method != "learned":
         raise UserError("--search tunes the learned masks; it does not go with --method attribution")
+    if args.seeds is not None:
+        if args.seeds < 2:
+            raise UserError(f"--seeds must be >= 2 (one run has nothing to compare with), got {args.seeds}")
+        if searcher is not None:
+            raise UserError("--seeds does not go with --search")
     if searcher is None:
         kwargs["method"] = args.method
     prune = searcher or prune
@@ -200,7 +227,13 @@ def run(args: argparse.Namespace) -> int:
     results, skipped = [], []
     for name, task in tasks:
         try:
-            circuit = prune(run_, task, name=name, **kwargs)
+            if args.seeds is None:
+                circuit, stability = prune(run_, task, name=name, **kwargs), None
+            else:
+                from ..circuits.stability import prune_seeds
+
+                circuits, stability = prune_seeds(run_, task, args.seeds, name=name, **kwargs)
+                circuit = circuits[0]
         except UserError as exc:  # not learned, an answer this tokenizer splits, or a failed search
             kind = "not learned" if isinstance(exc, NotLearnedError) else "error"
             if hasattr(exc, "record"):
@@ -212,6 +245,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         path = circuit.save(run_dir.circuit(variant_folder(name, variant)))
         print(_summary_line(circuit, path))
+        if stability is not None:
+            spath = run_dir.write_stability(variant_folder(name, variant), stability)
+            print(_stability_line(stability, spath))
         m = circuit.metrics
         results.append({"task": name, "n_nodes": m["n_nodes"], "n_edges": m["n_edges"],
                         "n_residual_links": m["n_residual_links"], "n_qk_pairs": m["n_qk_pairs"],
