@@ -15,7 +15,7 @@ from typing import Any
 from ..circuit_sizes import upgrade_circuit_json
 from ..errors import UserError
 from ..io import read_json
-from ..rundir import ANNOTATIONS, CIRCUIT, CIRCUITS, METRICS, RunDir
+from ..rundir import ANNOTATIONS, CIRCUIT, CIRCUITS, METRICS, STABILITY, RunDir, stability_matches
 
 INDEX = "index.html"
 
@@ -30,6 +30,7 @@ class CircuitEntry:
     data: dict | None = None
     error: str | None = None
     annotations: dict | None = None  # annotations.json next to circuit.json (supernodes, notes)
+    stability: dict | None = None  # stability.json next to it (prune --seeds), when made with this circuit
 
 
 @dataclass
@@ -128,8 +129,23 @@ def _load_circuits(rd: RunDir, warnings: list[str]) -> list[CircuitEntry]:
         else:
             entry.data = upgrade_circuit_json(data)  # older files: edge counts from their links
             entry.annotations = read_annotations(sub / ANNOTATIONS, warnings)
+            entry.stability = _read_stability(rd, sub.name, entry.data, warnings)
         circuits.append(entry)
     return circuits
+
+
+def _read_stability(rd: RunDir, dirname: str, data: dict, warnings: list[str]) -> dict | None:
+    """The circuit's ``stability.json`` if it was made with this very circuit; one that
+    belongs to an earlier pruning is a warning, so no other circuit's core is shown."""
+    record = _soft(lambda: rd.read_stability(dirname), warnings)
+    if record is None:
+        return None
+    internal = [n.get("id") for n in data["nodes"] if isinstance(n, dict) and n.get("site") not in ("embed", "logit")]
+    if not stability_matches(record, internal):
+        warnings.append(f"{CIRCUITS}/{dirname}/{STABILITY}: made with another circuit than the one there now "
+                        "(pruned again since); run prune --seeds again")
+        return None
+    return record
 
 
 def read_circuit_file(path: Path) -> dict:

@@ -13,6 +13,8 @@ from .format import _cards, _config_tables, _e, _flatten, _fmt, _loss, _pct, _si
 from .frame import _page
 from .graph import circuit_view
 from .loading import INDEX, CircuitEntry, RunData
+from .plots import loss_vs_size_html
+from .stability import core_ids, stability_section
 from .values import _int, _num
 
 _FORCED_TIP = ("the full model did not reach the accuracy bar on this task; pruning was forced, "
@@ -217,6 +219,9 @@ def _circuit_charts(m: dict) -> str:
                                        "color": "#16a34a"}],
                                      title="pruning: open nodes", x_label="step", y_label="nodes", log_y=True,
                                      cls="prune-open"))
+    plot = loss_vs_size_html(m)
+    if plot:
+        charts.append(plot)
     if not charts:
         return ""
     return ("<section><h2>Size and pruning</h2><div class=\"charts\">"
@@ -258,12 +263,15 @@ def viewer_html(source: str = "circuit-data", compact: bool = False) -> str:
     )
 
 
-def circuit_payload(data: dict, task: str, annotations: dict | None = None) -> tuple[dict, list[str]]:
-    """The JSON the viewer reads for one circuit, and the problems found reading it."""
+def circuit_payload(data: dict, task: str, annotations: dict | None = None,
+                    stability: dict | None = None) -> tuple[dict, list[str]]:
+    """The JSON the viewer reads for one circuit, and the problems found reading it;
+    ``core`` lists the nodes of the stable core across seeds (``stability.json``)."""
     m = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     view, problems = circuit_view(data)
+    core = core_ids(stability)
     view.update({"task": task, "full_loss": _num(m.get("full_loss")), "circuit_loss": _num(m.get("circuit_loss")),
-                 "annotations": annotations})
+                 "annotations": annotations, "core": [i for i, n in enumerate(view["nodes"]) if n["id"] in core]})
     return view, problems
 
 
@@ -271,7 +279,7 @@ def render_circuit(run: RunData, entry: CircuitEntry) -> str:
     data = entry.data or {}
     m = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    payload, problems = circuit_payload(data, entry.task, entry.annotations)
+    payload, problems = circuit_payload(data, entry.task, entry.annotations, entry.stability)
     nodes = payload["nodes"]
     forced = ""
     if data.get("forced") is True:
@@ -296,7 +304,8 @@ def render_circuit(run: RunData, entry: CircuitEntry) -> str:
         "<section><h2>Circuit</h2>"
         f"<p class=\"muted\">{_e(_VIEWER_HELP)} ({n_detail} of {len(nodes)} nodes have details.)</p>"
         f"{viewer_html()}</section>"
-        f"{_checks_table(data.get('checks'))}{_circuit_charts(m)}{settings_html}</main>"
+        f"{_checks_table(data.get('checks'))}{stability_section(entry.stability, len(payload['core']))}"
+        f"{_circuit_charts(m)}{settings_html}</main>"
     )
     return _page(f"{entry.task} \u2014 circuit \u2014 {run.name}", body, data=payload, script=True,
                  body_class="circuit-page")

@@ -27,7 +27,7 @@
     mlp_out: ["#bbf7d0", "#166534", "MLP write"],
     logit: ["#f3e8ff", "#7e22ce", "answer logit"]
   };
-  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777";
+  var POS = "#2563eb", NEG = "#dc2626", SUPER = "#b45309", SHARED = "#db2777", CORE = "#16a34a";
   var FORMAT = "sparsecircuits-annotations";
   var DRAW_CAP = 4000;  // links drawn when a page opens; more on demand (the |w| slider)
 
@@ -221,6 +221,8 @@
     var layout = data.layout || {};
     var shared = {};
     (data.shared || []).forEach(function (i) { shared[i] = true; });
+    var core = {};  // nodes of the stable core across seeds (prune --seeds)
+    (data.core || []).forEach(function (i) { core[i] = true; });
     var nodeH = layout.node_h || 22;
     var big = links.length > 3000;
 
@@ -260,7 +262,7 @@
       var n = nodes[i];
       var site = SITES[n.site] ? n.site : "unknown";
       return { group: "nodes", data: { id: "n" + i, label: n.label }, position: { x: n.x, y: n.y },
-        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (hidden.ins[i] ? " in-super" : "") };
+        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (core[i] ? " core" : "") + (hidden.ins[i] ? " in-super" : "") };
     }
     var els = [];
     nodes.forEach(function (n, i) {
@@ -283,6 +285,7 @@
       { selector: "node.in-super", style: { "border-color": SUPER, "border-width": 3, "border-style": "double" } },
       { selector: "node.shared", style: { "underlay-color": SHARED, "underlay-opacity": 0.35, "underlay-padding": 4,
         "underlay-shape": "round-rectangle" } },
+      { selector: "node.core", style: { "outline-color": CORE, "outline-width": 3, "outline-offset": 2 } },
       { selector: ".hidden", style: { "display": "none" } },
       { selector: "node.faded", style: { "opacity": 0.22 } },
       { selector: "node:selected", style: { "border-color": "#111827", "border-width": 3.5 } },
@@ -904,7 +907,8 @@
         ["token", n.token !== null && n.token !== undefined ? JSON.stringify(n.token) : null],
         ["mask", typeof n.mask === "number" ? fmt(n.mask, 3) : null],
         ["links in / out", ins[i].length + " / " + outs[i].length],
-        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null]
+        ["in circuit B", shared[i] && viewers.length > 1 ? "yes (shared)" : null],
+        ["stable core", core[i] ? "yes: kept by most seeds" : null]
       ]));
       var s = superOf(i);
       if (s) {
@@ -1093,6 +1097,12 @@
         item.appendChild(document.createTextNode(p[1]));
         legend.appendChild(item);
       });
+      if ((data.core || []).length) {
+        var coreItem = el("span", "lg");
+        coreItem.appendChild(el("span", "sw core"));
+        coreItem.appendChild(document.createTextNode("stable core across seeds"));
+        legend.appendChild(coreItem);
+      }
       legend.appendChild(el("span", "lg muted", "width \u221d |weight|; dashed: folded inputs/outputs"));
     }
 
