@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from report_fixtures import quote_circuit
 
 from sparsecircuits.report.html import write_report
@@ -81,3 +82,26 @@ def test_loss_vs_size_is_one_inline_png_on_the_circuit_page(run_dir):
     circuit["metrics"]["loss_vs_size"] = {"learned": [{"n_nodes": "x"}], "attribution": "nope"}
     path.write_text(json.dumps(circuit))
     assert not IMG_RE.search(_page(run_dir))
+
+
+@pytest.mark.slow
+def test_the_viewer_rings_the_core_and_names_it(browser, run_dir):
+    from browser_helpers import PageWatch
+    from test_report_browser import click_node
+
+    RunDir(run_dir).write_stability(TASK, _record(_internal(quote_circuit())))
+    write_report(run_dir)
+    page_path = run_dir / "report" / f"circuit-{TASK}.html"
+    w = PageWatch(browser)
+    w.page.goto(page_path.as_uri())
+    page = w.page
+    page.wait_for_function("() => window.circuitViewers && window.circuitViewers.length === 1")
+    ringed = page.evaluate("""() => { const v = window.circuitViewers[0];
+        return v.cy.nodes('.core').map(n => v.nodeId(n.id())); }""")
+    assert sorted(ringed) == sorted(CORE)
+    assert "stable core across seeds" in page.inner_text("[data-role=legend]")
+    click_node(page, CORE[0])
+    assert "stable core" in page.inner_text("[data-role=panel]")
+    click_node(page, "blocks.1.hook_attn_out:55")  # not in the core
+    assert "stable core" not in page.inner_text("[data-role=panel]")
+    assert w.errors == [] and w.foreign_requests(page_path) == []
