@@ -16,9 +16,10 @@ HONEST = ["blocks.0.hook_mlp_in:0", "blocks.0.mlp.hook_post:0", "blocks.0.mlp.ho
 
 
 def test_every_check_module_is_registered_in_report_card_order():
-    assert CHECK_NAMES == ("necessity", "sufficiency", "sufficiency_shifted", "random_baseline", "nonsense_control",
-                           "node_roles", "attention", "bracket_stray", "bracket_length")
-    assert default_checks("if_equals") == list(CHECK_NAMES[:7])
+    assert CHECK_NAMES == ("necessity", "sufficiency", "sufficiency_shifted", "random_baseline", "interchange",
+                           "nonsense_control", "random_weights", "node_roles", "attention", "bracket_stray",
+                           "bracket_length")
+    assert default_checks("if_equals") == list(CHECK_NAMES[:9])
     assert default_checks("bracket_counting") == list(CHECK_NAMES)
 
 

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("check", help="faithfulness report card of a pruned circuit",
                        description="Check a pruned circuit: necessity, sufficiency (also on shifted prompts), "
-                                   "random and nonsense baselines, node roles, attention patterns.")
+                                   "random and nonsense baselines, interchange, random-weights control, node roles, "
+                                   "attention patterns.")
     p.add_argument("run_dir", type=Path, help="run directory holding circuits/TASK/circuit.json")
     p.add_argument("--task", required=True, help="the circuit's task (see `tasks list`), or a --tasks-file task's name")
     p.add_argument("--tasks-file", type=Path, default=None,

@@ -27,10 +27,18 @@ random_baseline        the circuit's calibrated test loss; random circuits     5
                        with the same number of nodes at every site (20 draws,
                        each calibrated the same way) give the threshold, their
                        5th percentile.  Passes if value < threshold
+interchange            the model's flip rate with only the circuit's nodes     >= 0.8
+                       taken from the pair's other prompt (the prompts the
+                       model answers right): the circuit must be where the
+                       model carries the answer.  Passes if value >= 0.8
 nonsense_control       min over nodes and edges of size(nonsense circuit) /    >= 2
                        size(circuit), the nonsense task ``nonsense_name_when``
                        pruned the same way (forced).  Passes if value >= 2, or
                        if the nonsense pruning never reached the target
+random_weights         min node ratio control / circuit, the task pruned the   >= 2
+                       same way (forced) on fresh random weights and on the
+                       model with each matrix's entries shuffled.  Flags if a
+                       control meets the target with < 2x the nodes
 node_roles             fraction of kept nodes whose activation in the circuit  <= 0.1
                        and in the full model (every position of the test
                        prompts) correlate below 0.5 (Pearson) or point the
