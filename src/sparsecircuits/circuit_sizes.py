@@ -171,3 +171,16 @@ def size_summary(rows: Sequence[dict]) -> dict:
     return {"geomean_edges": geometric_mean(r["n_edges"] for r in counted),
             "geomean_nodes": geometric_mean(r.get("n_nodes") for r in counted),
             "counted": [r.get("task") for r in counted], "excluded": excluded}
+
+
+def internal_nodes(data: dict) -> list[str]:
+    """The ids of a ``circuit.json``'s own nodes (not its embedding or logit nodes)."""
+    nodes = data.get("nodes") if isinstance(data.get("nodes"), list) else []
+    return [str(n["id"]) for n in nodes if isinstance(n, dict) and "id" in n and n.get("site") not in ("embed", "logit")]
+
+
+def jaccard(a: Iterable[str], b: Iterable[str]) -> float | None:
+    """The overlap of two circuits' node sets, |a & b| / |a | b|; None when both are empty."""
+    a, b = set(a), set(b)
+    union = a | b
+    return len(a & b) / len(union) if union else None

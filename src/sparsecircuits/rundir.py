@@ -243,6 +243,11 @@ class RunDir:
     def timeline(self, task: str) -> Path:
         return self.path / TIMELINES / f"{task}.json"
 
+    def timeline_tasks(self) -> list[str]:
+        """Tasks with a ``timelines/TASK.json``, sorted by name."""
+        folder = self.path / TIMELINES
+        return sorted(p.stem for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
+
     def is_run(self) -> bool:
         """A folder with a ``config.json`` is a run (weights may still be training)."""
         return self.config.is_file()

@@ -7,7 +7,8 @@ import pytest
 import torch
 from analysis_models import QUOTE_PATH, learned_model, save_learned_run
 
-from sparsecircuits.analysis.timeline import _persistence, jaccard
+from sparsecircuits.analysis.timeline import _persistence
+from sparsecircuits.circuit_sizes import jaccard
 from sparsecircuits.cli import main
 from sparsecircuits.data.tokenizer import load_tokenizer
 from sparsecircuits.rundir import RunDir

@@ -19,20 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..circuit_sizes import internal_nodes, jaccard
 from ..errors import UserError
 from ..rundir import PRUNE_KEYS, RunDir, circuit_key
-
-
-def jaccard(a: Iterable[str], b: Iterable[str]) -> float | None:
-    """|a & b| / |a | b|; None when both are empty (nothing to compare)."""
-    a, b = set(a), set(b)
-    union = a | b
-    return len(a & b) / len(union) if union else None
-
-
-def circuit_node_ids(data: dict) -> list[str]:
-    """The internal nodes of a ``circuit.json`` (no embedding or logit nodes)."""
-    return [str(n["id"]) for n in data.get("nodes", []) if n.get("site") not in ("embed", "logit")]
 
 
 def _val_losses(run_dir: RunDir) -> dict[int, float]:
@@ -47,7 +36,7 @@ def _pruned_row(step: int, data: dict, path: Path, cached: bool) -> dict[str, An
             "full_loss": m.get("full_loss"), "n_nodes": m.get("n_nodes"), "n_edges": m.get("n_edges"),
             "circuit_loss": m.get("circuit_loss"), "circuit_accuracy": m.get("circuit_accuracy"),
             "target_met": m.get("target_met"), "forced": bool(data.get("forced")), "path": str(path),
-            "nodes": circuit_node_ids(data)}
+            "nodes": internal_nodes(data)}
 
 
 def _prune_step(run_path: Path, step: int, task: str, want: dict, prune_kwargs: dict, seed: int,

@@ -17,7 +17,10 @@ The pieces: ``loading.py`` reads the run, ``pages.py`` renders the pages from
 layout) and ``frame.py`` (CSS, script, CSP); this module writes them.
 
 Inputs (all optional except ``config.json``): ``metrics.jsonl``, ``tasks.json``
-(``{"tasks": {name: {"accuracy", "loss"}}}``) and ``circuits/<task>/circuit.json``.
+(``{"tasks": {name: {"accuracy", "loss"}}}``), ``circuits/<task>/circuit.json`` and
+``timelines/<task>.json``.  A task pruned both by learned masks and by attribution
+(``circuits/<task>@attribution``) also gets a page with the two side by side
+(``methods-<task>.html``, ``methods.py``).
 Malformed pieces are reported on the index page instead of failing the whole report.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..errors import UserError
 from ..io import atomic_path
 from ..rundir import ANNOTATIONS, RunDir
 from .loading import INDEX, load_run_data, read_annotations, read_circuit_file
+from .methods import ATTRIBUTION, compare_page, method_pairs
 from .pages import render_circuit, render_compare, render_index
 
 
@@ -45,9 +49,14 @@ def build_report(run_dir: str | Path) -> tuple[Path, list[str]]:
     for c in run.circuits:
         if c.data is not None:
             _write_page(out / c.page, render_circuit(run, c))
+    for learned, attr in method_pairs(run):  # a task's learned and attribution circuits side by side
+        pages.add(compare_page(learned))
+        _write_page(out / compare_page(learned), render_compare(
+            learned.data, attr.data, label_a="learned", label_b=ATTRIBUTION,
+            annotations=(learned.annotations, attr.annotations)))
     index = out / INDEX
     _write_page(index, render_index(run))
-    for stale in out.glob("circuit-*.html"):  # pages of circuits that no longer exist
+    for stale in [*out.glob("circuit-*.html"), *out.glob("methods-*.html")]:  # pages of circuits now gone
         if stale.name not in pages:
             stale.unlink(missing_ok=True)
     return index, run.warnings

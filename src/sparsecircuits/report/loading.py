@@ -43,6 +43,7 @@ class RunData:
     circuits: list[CircuitEntry]
     warnings: list[str] = field(default_factory=list)
     measures: dict = field(default_factory=dict)  # eval.json's "measures", when present
+    timelines: dict[str, dict] = field(default_factory=dict)  # timelines/TASK.json by task (`timeline`)
 
 
 def _read_json_soft(path: Path) -> tuple[Any, str | None]:
@@ -100,7 +101,8 @@ def load_run_data(run_dir: str | Path) -> RunData:
     circuits = _load_circuits(rd, warnings)
     evaluation = _soft(rd.read_eval, warnings) or {}
     measures = evaluation["measures"] if isinstance(evaluation.get("measures"), dict) else {}
-    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures)
+    timelines = {t: r for t in rd.timeline_tasks() if (r := _soft(lambda t=t: rd.read_timeline(t), warnings))}
+    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures, timelines)
 
 
 def _soft(read, warnings: list[str]):

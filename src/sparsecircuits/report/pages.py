@@ -13,8 +13,10 @@ from .format import _cards, _config_tables, _e, _flatten, _fmt, _loss, _pct, _si
 from .frame import _page
 from .graph import circuit_view
 from .loading import INDEX, CircuitEntry, RunData
+from .methods import methods_section, variant_of
 from .plots import loss_vs_size_html
 from .stability import core_ids, stability_section
+from .timeline import timeline_anchor, timelines_section
 from .values import _int, _num
 
 _FORCED_TIP = ("the full model did not reach the accuracy bar on this task; pruning was forced, "
@@ -99,14 +101,16 @@ def _task_table(run: RunData) -> str:
                          f"<span class=\"badge flag\">unreadable</span> <span class=\"muted\">{_e(c.error)}</span>",
                          "", "", "", "", "", ""])
             continue
-        link = f"<a href=\"{_e(quote(c.page))}\">{_e(c.task)}</a>"
+        variant = variant_of(c)  # the task pruned another way (TASK@attribution): beside, not in the mean
+        link = f"<a href=\"{_e(quote(c.page))}\">{_e(c.task)}</a>" + (f" ({_e(variant)})" if variant else "")
         m = c.data.get("metrics") if isinstance(c.data.get("metrics"), dict) else {}
         acc = full.get("accuracy", m.get("full_accuracy"))
         floss = full.get("loss", m.get("full_loss"))
         ne = _int(m.get("n_edges"))
-        sized.append({"task": c.task, "n_edges": ne, "n_nodes": _int(m.get("n_nodes")),
-                      "circuit_loss": _num(m.get("circuit_loss")), "target_loss": _num(m.get("target_loss")),
-                      "forced": c.data.get("forced") is True})
+        if not variant:
+            sized.append({"task": c.task, "n_edges": ne, "n_nodes": _int(m.get("n_nodes")),
+                          "circuit_loss": _num(m.get("circuit_loss")), "target_loss": _num(m.get("target_loss")),
+                          "forced": c.data.get("forced") is True})
         rows.append([link, _pct(acc), _loss(floss), _e(_fmt(_int(m.get("n_nodes")))), _e(_fmt(ne)),
                      _loss(m.get("circuit_loss")), _pct(m.get("circuit_accuracy")), _loss(m.get("target_loss")),
                      _forced_badge(c.data.get("forced")), _checks_summary(c.data)])
@@ -158,6 +162,8 @@ def render_index(run: RunData) -> str:
             f"<section><h2>Training</h2>{_training_charts(m)}</section>"
             f"{_measures_section(run.measures)}"
             f"<section><h2>Tasks and circuits</h2>{_task_table(run)}</section>"
+            f"{methods_section(run)}"
+            f"{timelines_section(run.timelines, {c.task: c.page for c in run.circuits if c.data and not variant_of(c)})}"
             f"<section><h2>Config</h2>{_config_tables(run.config)}</section></main>")
     return _page(f"{run.name} \u2014 sparsecircuits report", body, body_class="index-page")
 
@@ -275,6 +281,14 @@ def circuit_payload(data: dict, task: str, annotations: dict | None = None,
     return view, problems
 
 
+def _timeline_link(run: RunData, entry: CircuitEntry) -> str:
+    """A pointer to the task's block in "circuits during training", when it has one."""
+    if entry.task not in run.timelines or variant_of(entry):
+        return ""
+    return (f"<p class=\"muted\"><a href=\"{INDEX}#{timeline_anchor(entry.task)}\">How this task's circuit formed "
+            "during training</a> (the circuit at every kept checkpoint).</p>")
+
+
 def render_circuit(run: RunData, entry: CircuitEntry) -> str:
     data = entry.data or {}
     m = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
@@ -300,7 +314,7 @@ def render_circuit(run: RunData, entry: CircuitEntry) -> str:
     body = (
         f"<header class=\"top\"><a class=\"back\" href=\"{INDEX}\">\u2190 {_e(run.name)}</a>"
         f"<h1>{_e(entry.task)}</h1>{forced}<span class=\"muted\">circuit</span></header>"
-        f"<main>{_metric_cards(m, model)}{warn}"
+        f"<main>{_metric_cards(m, model)}{warn}{_timeline_link(run, entry)}"
         "<section><h2>Circuit</h2>"
         f"<p class=\"muted\">{_e(_VIEWER_HELP)} ({n_detail} of {len(nodes)} nodes have details.)</p>"
         f"{viewer_html()}</section>"
