@@ -75,3 +75,15 @@ def test_prune_method_flag_writes_an_attribution_circuit(toy_run_dir, tmp_path, 
     capsys.readouterr()
     assert main(base + ["--method", "attribution", "--search", "2"]) == 2
     assert "--search" in capsys.readouterr().err
+
+
+def test_all_tasks_by_attribution_leave_the_learned_summary_alone(toy_run_dir, capsys):
+    from sparsecircuits.cli import main
+
+    summary = toy_run_dir / "circuits" / "summary.json"
+    assert main(["prune", str(toy_run_dir), "--all-tasks", "--no-progress", "--ablation", "zero"]) == 0
+    before = summary.read_bytes()
+    assert main(["prune", str(toy_run_dir), "--all-tasks", "--no-progress", "--ablation", "zero",
+                 "--method", "attribution"]) == 0
+    assert summary.read_bytes() == before
+    assert "not saved: summary.json is the learned circuits'" in capsys.readouterr().out

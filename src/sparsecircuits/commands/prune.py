@@ -262,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
         summary = {"run": str(args.run_dir), "target_loss": args.target_loss, "ablation": args.ablation,
                    "geomean_edges": gm, "geomean_nodes": sizes["geomean_nodes"], "geomean_tasks": sizes["counted"],
                    "not_in_geomean": sizes["excluded"], "tasks": results, "skipped": skipped}
-        run_dir.write_summary(summary)
+        if variant is None:  # summary.json sums up the learned circuits, which the others sit beside
+            run_dir.write_summary(summary)
         print(f"{'task':<28} {'nodes':>6} {'edges':>7} {'loss':>7} {'acc':>5}")
         for r in results:
             print(f"{r['task']:<28} {r['n_nodes']:>6} {r['n_edges']:>7} {r['circuit_loss']:>7.3f} "
@@ -270,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
         gm_text = "n/a" if gm is None else f"{gm:.1f}"
         print(f"{len(results)} circuits, {len(skipped)} tasks skipped; geometric mean of edges {gm_text} "
               f"over {len(sizes['counted'])} circuit(s) that met the target on held-out items "
-              f"-> {run_dir.summary}")
+              + (f"-> {run_dir.summary}" if variant is None else f"(not saved: {run_dir.summary.name} is the learned "
+                                                                  "circuits')"))
         for x in sizes["excluded"]:
             print(f"  not in the mean: {x['task']} ({x['n_edges']} edges): {x['reason']}")
     return 0
