@@ -59,6 +59,11 @@ from .kernels import topk_indices
 PATHS = ("dense", "torch_csr", "tiled", "scatter")
 NATIVE_PATHS = ("tiled", "scatter")
 TILE_MAX = 64  # scratch rows for spmm_tiled: at least csrc's TILE
+MARGIN = 1.1  # a path replaces the plain model's only if measured this much faster
+HOPELESS = 4.0  # a path this many times slower than the fastest on its first run is not timed again
+# the converted weights each path reads, forward and backward
+FORWARD_NEEDS = {"tiled": "csr_w", "scatter": "csr_wt", "torch_csr": "torch_w"}
+BACKWARD_NEEDS = {"tiled": "csr_wt", "scatter": "csr_w", "torch_csr": "torch_wt"}
 
 __all__ = ["FrozenAbsTopK", "FrozenLinear", "PATHS", "SparsePlan", "freeze_sparse", "frozen_plan",
            "sparse_inference", "thaw"]
@@ -137,9 +142,7 @@ class FrozenLinear(nn.Module):
 
     def _keep_only_chosen(self) -> None:
         """Drop the converted forms that neither chosen path reads."""
-        forward = {"tiled": "csr_w", "scatter": "csr_wt", "torch_csr": "torch_w"}
-        backward = {"tiled": "csr_wt", "scatter": "csr_w", "torch_csr": "torch_wt"}
-        keep = {forward.get(self.forward_path), backward.get(self.backward_path)}
+        keep = {FORWARD_NEEDS.get(self.forward_path), BACKWARD_NEEDS.get(self.backward_path)}
         self._data = {k: v for k, v in self._data.items() if k in keep}
 
     def product(self, x: torch.Tensor, path: str) -> torch.Tensor:
@@ -201,14 +204,14 @@ class _FrozenProduct(torch.autograd.Function):
 
 # -- AbsTopK ------------------------------------------------------------------------------
 def _native_abstopk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (R, w) float32 contiguous -> (x kept at its k largest magnitudes else 0, keep (R, w) uint8).
+    """x (R, w) float32 contiguous -> (x times keep, keep (R, w): 1.0 at the k largest magnitudes, else 0.0).
 
     Rows whose k-th magnitude is tied with a dropped entry are redone with ``topk_indices``,
     the model's own rule, so the kept set is the plain model's on every row.
     """
     lib = native.library()
     R, w = x.shape
-    out, keep = torch.empty_like(x), torch.empty(R, w, dtype=torch.uint8)
+    out, keep = torch.empty_like(x), torch.empty_like(x)
     tied = torch.empty(R, dtype=torch.uint8)
 
     def run(r0: int, r1: int) -> None:
@@ -219,7 +222,7 @@ def _native_abstopk(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     rows = tied.nonzero()[:, 0]  # (r,)
     if rows.numel():
         sub = x[rows]  # (r, w)
-        mask = torch.zeros_like(sub, dtype=torch.uint8).scatter_(-1, topk_indices(sub, k), 1)
+        mask = torch.zeros_like(sub).scatter_(-1, topk_indices(sub, k), 1.0)
         keep[rows] = mask
         out[rows] = sub * mask
     return out, keep
@@ -288,31 +291,49 @@ class SparsePlan:
 
 
 def _fastest(candidates: dict[str, Callable[[], torch.Tensor]], reference: torch.Tensor, repeats: int,
-             rejected: dict[str, str]) -> dict[str, float]:
-    """Milliseconds per candidate, best of ``repeats`` interleaved runs, after a warm-up that
-    also checks each against ``reference``; a candidate that fails or disagrees is left out."""
+             rejected: dict[str, str], baseline: str) -> dict[str, float]:
+    """Milliseconds per candidate, the best of its runs.
+
+    A first run checks each against ``reference`` (a candidate that fails or disagrees is
+    left out, with the reason in ``rejected``); ``baseline`` and those within ``HOPELESS``
+    times the fastest first run then get ``repeats`` more, interleaved, so a busy moment
+    slows all alike.  The baseline always gets them, so one slow first run of it (a cold
+    cache, another process) cannot make a path look faster than it is.
+    """
     tol = 1e-4 * float(reference.abs().max()) + 1e-6 if reference.numel() else 0.0
-    live = {}
+    sync = torch.cuda.synchronize if reference.is_cuda else (lambda: None)
+
+    def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return out, (time.perf_counter() - t0) * 1e3
+
+    best: dict[str, float] = {}
     for name, fn in candidates.items():
         try:
-            out = fn()
+            out, ms = timed(fn)
         except (RuntimeError, NotImplementedError, TypeError) as exc:  # e.g. an op missing for a dtype
             rejected[name] = str(exc).splitlines()[0][:120]
             continue
         if out.shape != reference.shape or (out.numel() and float((out - reference).abs().max()) > tol):
             rejected[name] = "disagrees with the dense product"
             continue
-        live[name] = fn
-    best = {name: float("inf") for name in live}
-    sync = torch.cuda.synchronize if reference.is_cuda else (lambda: None)
+        best[name] = ms
+    first = min(best.values(), default=0.0)
+    live = [name for name, ms in best.items() if ms <= HOPELESS * first or name == baseline]
     for _ in range(repeats):
-        for name, fn in live.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
+        for name in live:
+            best[name] = min(best[name], timed(candidates[name])[1])
     return {k: round(v, 4) for k, v in best.items()}
+
+
+def _choose(ms: dict[str, float], default: str) -> str:
+    """The fastest path, unless ``default`` (the plain model's own) is within ``MARGIN`` of it:
+    near break-even the timing noise would decide, and the default needs no converted copy."""
+    fastest = min(ms, key=ms.get)
+    return default if default in ms and ms[default] <= MARGIN * ms[fastest] else fastest
 
 
 def _paths_for(x: torch.Tensor, force: str | None) -> list[str]:
@@ -411,14 +432,18 @@ def freeze_sparse(model: nn.Module, sample: torch.Tensor | None = None, *, repea
                 x, g = linear_io[name]
                 rej: dict[str, str] = {}
                 paths = _paths_for(x, force)
+                for p in paths:  # convert before timing, so no path's first run pays for it
+                    for need in (FORWARD_NEEDS.get(p), BACKWARD_NEEDS.get(p)):
+                        if need is not None:
+                            fl._get(need)
                 fwd = _fastest({p: (lambda p=p: fl.product(x, p)) for p in paths}, fl.product(x, "dense"),
-                               repeats, rej)
+                               repeats, rej, "dense")
                 bwd = _fastest({p: (lambda p=p: fl.input_grad(g, p)) for p in paths}, fl.input_grad(g, "dense"),
-                               repeats, rej)
+                               repeats, rej, "dense")
                 if force is not None and (force not in fwd or force not in bwd):
                     raise RuntimeError(f"path {force!r} failed on {name}: {rej.get(force)}")
-                fl.forward_path = force or min(fwd, key=fwd.get)
-                fl.backward_path = force or min(bwd, key=bwd.get)
+                fl.forward_path = force or _choose(fwd, "dense")
+                fl.backward_path = force or _choose(bwd, "dense")
                 fl._keep_only_chosen()
                 nnz = int(torch.count_nonzero(mod.weight))
                 plan.products.append({
@@ -434,9 +459,9 @@ def freeze_sparse(model: nn.Module, sample: torch.Tensor | None = None, *, repea
                 ms: dict[str, float] = {}
                 if x.device.type == "cpu" and x.dtype == torch.float32 and have_native:
                     ms = _fastest({"torch": lambda: abstopk(x, fa.k), "kernel": lambda: _native_abstopk(x, fa.k)[0]},
-                                  abstopk(x, fa.k), repeats, {})
+                                  abstopk(x, fa.k), repeats, {}, "torch")
                 if ms:
-                    fa.path = "kernel" if force is not None and "kernel" in ms else min(ms, key=ms.get)
+                    fa.path = "kernel" if force is not None and "kernel" in ms else _choose(ms, "torch")
                 plan.sites.append({"name": name, "width": mod.width, "k": mod.k, "path": fa.path, "ms": ms})
                 swaps.append((*_parent(model, name), mod, fa))
     grad_flags = [(p, p.requires_grad) for p in model.parameters()]

@@ -94,15 +94,15 @@ void spmm_tiled(const float *restrict x, const int32_t *restrict ptr, const int3
  * each pass keeping only the candidates that share the prefix found so far, and once at
  * most RANK_MAX candidates are left, a rank count among them.  No data-dependent branch
  * per entry, unlike a quickselect, whose mispredictions cost more than its arithmetic at
- * these widths.  cand: scratch of n. */
-#define RANK_MAX 32
+ * these widths.  Each histogram is split in HISTS interleaved parts, because values of
+ * one row share few exponents and increments of one counter would wait on each other, and
+ * each bin scan starts at the largest candidate's bin.  cand: scratch of n. */
+#define RANK_MAX 48
+#define HISTS 4
 static uint32_t kth_largest(const uint32_t *m, int64_t n, int64_t k, uint32_t *cand)
 {
     static const int shifts[4] = {23, 15, 7, 0};
     static const uint32_t widths[4] = {0xffu, 0xffu, 0xffu, 0x7fu};
-    uint32_t top = 0;
-    for (int64_t i = 0; i < n; ++i)
-        top = m[i] > top ? m[i] : top;
     uint32_t prefix = 0;
     const uint32_t *src = m;
     int64_t count = n, need = k; /* the need-th largest of src[0..count) is the answer */
@@ -120,23 +120,36 @@ static uint32_t kth_largest(const uint32_t *m, int64_t n, int64_t k, uint32_t *c
         }
         const int s = shifts[pass];
         const uint32_t w = widths[pass];
-        int32_t hist[256];
+        int32_t hist[HISTS][256];
         memset(hist, 0, sizeof(hist));
-        for (int64_t i = 0; i < count; ++i)
-            hist[(src[i] >> s) & w]++;
+        uint32_t top = 0;
+        int64_t i = 0;
+        for (; i + HISTS <= count; i += HISTS)
+            for (int h = 0; h < HISTS; ++h)
+                hist[h][(src[i + h] >> s) & w]++;
+        for (; i < count; ++i)
+            hist[0][(src[i] >> s) & w]++;
+        uint32_t low = UINT32_MAX;
+        for (i = 0; i < count; ++i) {
+            top = src[i] > top ? src[i] : top;
+            low = src[i] < low ? src[i] : low;
+        }
+        if (top == low) /* all candidates equal (a row of zeros, say): that is the answer */
+            return top;
         int64_t above = 0;
-        int b = pass == 0 ? (int)(top >> 23) : (int)w; /* no bin above the largest value's */
+        int b = (int)((top >> s) & w); /* no bin above the largest candidate's */
         for (; b > 0; --b) {
-            if (above + hist[b] >= need)
+            const int64_t here = hist[0][b] + hist[1][b] + hist[2][b] + hist[3][b];
+            if (above + here >= need)
                 break;
-            above += hist[b];
+            above += here;
         }
         need -= above;
         prefix |= (uint32_t)b << s;
         if (pass == 3)
             break;
         int64_t c = 0;
-        for (int64_t i = 0; i < count; ++i) {
+        for (i = 0; i < count; ++i) {
             const uint32_t v = src[i];
             cand[c] = v;
             c += (((v >> s) & w) == (uint32_t)b);
@@ -147,12 +160,13 @@ static uint32_t kth_largest(const uint32_t *m, int64_t n, int64_t k, uint32_t *c
     return prefix;
 }
 
-/* AbsTopK of rows [r0, r1) of x (R, w): keep = 1 where |x| is among the row's k largest
- * (compared as bit patterns, as gpt.abstopk does on the CPU), else 0; out = x * keep.  amb[r] = 1 when the k-th largest magnitude is tied with
+/* AbsTopK of rows [r0, r1) of x (R, w): keep = 1.0 where |x| is among the row's k largest
+ * (compared as bit patterns, as gpt.abstopk does on the CPU), else 0.0; out = x * keep.
+ * keep is float, as gpt.abstopk's mask, so the backward is the same single multiply.  amb[r] = 1 when the k-th largest magnitude is tied with
  * an entry outside the k: the kept set is then not unique and this function keeps every
  * tied entry, so the caller must redo that row with the tie rule it wants.
  * scratch: 2 * w uint32. */
-void abstopk_rows(const float *restrict x, float *restrict out, uint8_t *restrict keep, uint8_t *restrict amb,
+void abstopk_rows(const float *restrict x, float *restrict out, float *restrict keep, uint8_t *restrict amb,
                   int64_t w, int64_t k, int64_t r0, int64_t r1, uint32_t *restrict scratch)
 {
     uint32_t *m = scratch, *cand = scratch + w;
@@ -166,11 +180,11 @@ void abstopk_rows(const float *restrict x, float *restrict out, uint8_t *restric
         const uint32_t t = kth_largest(m, w, k, cand);
         int64_t kept = 0;
         float *orow = out + r * w;
-        uint8_t *krow = keep + r * w;
+        float *krow = keep + r * w;
         for (int64_t i = 0; i < w; ++i) {
             const int on = m[i] >= t;
             kept += on;
-            krow[i] = (uint8_t)on;
+            krow[i] = (float)on;
             orow[i] = xr[i] * (float)on; /* the mask multiply of gpt.abstopk: same zeros, signs, NaNs */
         }
         amb[r] = kept != k;
