@@ -9,9 +9,9 @@ that hashes the source, the compiler, the flags and the CPU, so a cache shared b
 different machines never hands one a library built for another.  The build goes to a
 temporary name and is renamed into place, so a half-written library is never loaded.
 
-Without a C compiler (or on a build failure) ``library()`` returns None and
-``unavailable_reason()`` says why; callers then keep torch's own ops, which compute the
-same values.
+Without a C compiler (or on a build failure, or with ``SPARSECIRCUITS_NO_NATIVE=1`` set)
+``library()`` returns None and ``unavailable_reason()`` says why; callers then keep
+torch's own ops, which compute the same values.
 
 Each kernel handles a range of rows; ``split_rows`` runs it over ``torch.get_num_threads()``
 threads (ctypes releases the GIL during the call).
