@@ -49,23 +49,25 @@ CORE: dict[str, list[str]] = {
     "circuits/circuit.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
                             "tests/circuits/test_cli_and_files.py"],
     "circuits/graph.py": ["tests/circuits/test_graph.py", "tests/circuits/test_prune.py"],
-    "train/checkpoint.py": ["tests/train/test_checkpoint.py", "tests/train/test_checkpoint_state.py"],
+    "train/checkpoint.py": ["tests/train/test_checkpoint.py", "tests/train/test_checkpoint_state.py",
+                            "tests/train/test_checkpoint_mutants.py"],
 }
 DETECTED = ("killed", "timeout", "segfault", "caught by type check")  # a test noticed the fault
 STATUS_LINE = re.compile(r"^\s+(\S+): (.+)$")
 
 
-COPIED = ("src", "tests", "pyproject.toml")  # what mutmut and the tests need
+COPIED = ("src", "tests", "docs", "pyproject.toml")  # what mutmut and the tests need (docs: the JSON schemas)
 
 
 def _copy_repo(dest: Path, rev: str | None) -> None:
-    """src/, tests/ and pyproject.toml, from the working tree or (``rev``) from a git commit.
+    """src/, tests/, docs/ and pyproject.toml, from the working tree or (``rev``) from a git commit.
 
     A commit gives a run that others' unfinished edits in the working tree cannot disturb.
     """
     if rev is None:
         shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         shutil.copytree(ROOT / "tests", dest / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "docs", dest / "docs")
         shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
         return
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev, *COPIED],
@@ -112,6 +114,7 @@ def _configure(dest: Path, module: str, tests: list[str]) -> None:
     """Append a [tool.mutmut] table naming the one module and its tests."""
     table = {
         "source_paths": ["src/"],
+        "also_copy": ["docs/"],  # mutmut runs the tests in mutants/, which gets tests/ but not docs/
         "only_mutate": [f"{PKG}/{module}"],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-x", "-q"],
@@ -163,9 +166,11 @@ def run_module(module: str, tests: list[str], max_children: int, diffs: bool, ke
             m = STATUS_LINE.match(line)
             if m and (not only or any(fnmatch.fnmatch(m.group(1), pat) for pat in only)):
                 statuses[m.group(1)] = m.group(2).strip()
-        if not statuses:
-            tail = (run.stdout + run.stderr).strip().splitlines()[-15:]
-            return {"module": module, "error": "mutmut produced no results", "output": tail}
+        if run.returncode != 0 or not statuses or all(s == "not checked" for s in statuses.values()):
+            # mutmut stops before mutating when the unmutated tests fail: show why
+            tail = (run.stdout + run.stderr).strip().splitlines()[-25:]
+            return {"module": module, "error": f"mutmut run exited {run.returncode} with "
+                                               f"{len(statuses)} mutants and no verdicts", "output": tail}
         counts: dict[str, int] = {}
         for s in statuses.values():
             counts[s] = counts.get(s, 0) + 1
