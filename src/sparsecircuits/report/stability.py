@@ -63,6 +63,6 @@ def stability_section(record: dict | None, shown: int) -> str:
             if fraction is not None else "")
     return ("<section class=\"stability\"><h2>Stability across seeds</h2>" + cards
             + f"<p class=\"muted\">{note}</p>"
-            + _table(["seed", "nodes", "edges", "circuit loss", "circuit acc", "target met"], rows,
+            + _table(["seed", "nodes", "edges", "circuit loss", "circuit acc", "target met (train)"], rows,
                      numeric=range(0, 5), cls="data stability-runs")
             + "</section>")
