@@ -5,15 +5,17 @@ import pytest
 
 from circuit_fixtures import TOY_CIRCUIT, toy_examples
 from sparsecircuits.circuits import prune
-from sparsecircuits.circuits.stability import jaccard, prune_seeds, spread, summarise
+from sparsecircuits.circuit_sizes import jaccard
+from sparsecircuits.circuits.stability import prune_seeds, spread, summarise
 from sparsecircuits.rundir import RunDir, stability_matches
 
 FAST = dict(progress=False, threads=1)
 
 
 def test_jaccard_and_spread_by_hand():
-    assert jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)
-    assert jaccard(set(), set()) == 1.0 and jaccard({"a"}, set()) == 0.0
+    assert summarise([{"a", "b"}, {"b", "c"}])["jaccard"]["mean"] == pytest.approx(1 / 3)
+    assert summarise([set(), set()])["jaccard"]["min"] == 1.0  # two empty circuits agree
+    assert summarise([{"a"}, set()])["jaccard"]["min"] == 0.0
     assert spread([1, 3]) == {"min": 1, "max": 3, "mean": 2.0, "std": 1.0}
 
 

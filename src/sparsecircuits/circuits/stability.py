@@ -29,6 +29,7 @@ from typing import Sequence
 
 import torch
 
+from ..circuit_sizes import jaccard
 from ..config import PruneSettings
 from ..tasks.base import score_diffs
 from .circuit import Circuit
@@ -38,10 +39,11 @@ from .prune import _frozen, _heldout_diff, _prepare, _Prober, _threads, prune
 CORE_FRACTION = 0.8
 
 
-def jaccard(a: set, b: set) -> float:
-    """``|a & b| / |a | b|``; two empty sets are identical (1.0)."""
-    union = a | b
-    return len(a & b) / len(union) if union else 1.0
+def _overlap(a: set, b: set) -> float:
+    """Jaccard overlap of two runs' node sets; two empty circuits (the empty circuit met the
+    target both times) agree completely."""
+    j = jaccard(a, b)
+    return 1.0 if j is None else j
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -58,7 +60,7 @@ def summarise(node_sets: Sequence[Sequence[str]], fraction: float = CORE_FRACTIO
     sets = [set(s) for s in node_sets]
     counts = Counter(n for s in sets for n in s)
     min_runs = max(1, math.ceil(fraction * len(sets) - 1e-9))
-    pairs = [jaccard(a, b) for a, b in combinations(sets, 2)]
+    pairs = [_overlap(a, b) for a, b in combinations(sets, 2)]
     ranked = sorted(counts, key=lambda n: (-counts[n], n))
     return {"n_runs": len(sets),
             "jaccard": {"mean": sum(pairs) / len(pairs) if pairs else None, "min": min(pairs) if pairs else None,

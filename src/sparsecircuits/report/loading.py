@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..circuit_sizes import upgrade_circuit_json
+from ..circuit_sizes import internal_nodes, upgrade_circuit_json
 from ..errors import UserError
 from ..io import read_json
 from ..rundir import ANNOTATIONS, CIRCUIT, CIRCUITS, METRICS, STABILITY, RunDir, stability_matches
@@ -142,8 +142,7 @@ def _read_stability(rd: RunDir, dirname: str, data: dict, warnings: list[str]) -
     record = _soft(lambda: rd.read_stability(dirname), warnings)
     if record is None:
         return None
-    internal = [n.get("id") for n in data["nodes"] if isinstance(n, dict) and n.get("site") not in ("embed", "logit")]
-    if not stability_matches(record, internal):
+    if not stability_matches(record, internal_nodes(data)):
         warnings.append(f"{CIRCUITS}/{dirname}/{STABILITY}: made with another circuit than the one there now "
                         "(pruned again since); run prune --seeds again")
         return None
