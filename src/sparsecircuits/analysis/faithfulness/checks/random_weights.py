@@ -98,7 +98,8 @@ def control_circuit(ctx: CheckContext, kind: str) -> Circuit:
     means = _means(ctx.run, model) if ctx.ablation == "mean" else None
     circ = prune(control, _task_arg(ctx), target_loss=ctx.target, ablation=ctx.ablation, steps=int(s["steps"]),
                  seed=ctx.prune_seed, force=True, k_coefs=list(s["k_coefs"]), n_train=int(s["n_train"]),
-                 n_test=int(s["n_test"]), progress=ctx.progress, name=name, means=means)
+                 n_test=int(s["n_test"]), progress=ctx.progress, name=name, means=means,
+                 curve_points=0)  # a control's loss-vs-size curve is never shown: not worth its time
     if path is not None and run_dir.path.is_dir():
         try:
             circ.save(path)
