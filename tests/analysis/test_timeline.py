@@ -32,6 +32,8 @@ def test_jaccard_and_persistence_by_hand():
     assert nodes["a"]["persistence"] == pytest.approx(1 / 3) and not nodes["a"]["in_last"]
     assert nodes["c"]["first"] == 30 and nodes["c"]["in_last"]
     assert [n["id"] for n in _persistence(rows)] == ["b", "c", "a", "d"]
+    numbered = [{"step": 1, "pruned": True, "nodes": ["h:10", "h:9", "g:2"]}]
+    assert [n["id"] for n in _persistence(numbered)] == ["g:2", "h:9", "h:10"]
 
 
 @pytest.fixture(scope="module")

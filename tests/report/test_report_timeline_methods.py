@@ -39,7 +39,7 @@ def test_timeline_is_plotted_per_task_on_the_index(run_dir):
     index = (run_dir / "report" / "index.html").read_text()
     block = index[index.index(f'id="timeline-{TASK}"'):]
     assert "Circuits during training" in index and "timeline-accuracy" in block and "timeline-size" in block
-    grid = re.search(r'<svg class="chart persistence".*?</svg>', block, re.S).group(0)
+    grid = re.search(r'<svg class="persistence".*?</svg>', block, re.S).group(0)
     assert grid.count('fill="#2563eb"') == 5  # one cell per (node, step) kept: 2 + 2 + 1
     assert grid.count('fill="#eef0f3"') == 1  # the step that was not pruned
     assert SCRIPT_TOKEN not in index and "&lt;script&gt;" in grid  # node ids are text

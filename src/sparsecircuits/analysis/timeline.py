@@ -71,8 +71,14 @@ def _persistence(rows: list[dict]) -> list[dict]:
     last = set(pruned[-1]["nodes"]) if pruned else set()
     out = [{"id": node, "steps": steps, "persistence": len(steps) / len(pruned), "first": steps[0],
             "in_last": node in last} for node, steps in steps_of.items()]
-    # most persistent first; among equals, the earliest to appear, then by name
-    return sorted(out, key=lambda n: (-n["persistence"], n["first"], n["id"]))
+    # most persistent first; among equals, the earliest to appear, then by hook and channel number
+    return sorted(out, key=lambda n: (-n["persistence"], n["first"], *_hook_channel(n["id"])))
+
+
+def _hook_channel(node: str) -> tuple[str, int]:
+    """``"blocks.0.attn.hook_v:22"`` -> ``("blocks.0.attn.hook_v", 22)``, so channel 9 sorts before 10."""
+    hook, _, channel = node.rpartition(":")
+    return (hook, int(channel)) if channel.isdigit() else (node, -1)
 
 
 def build_timeline(run_path: str | Path, task: str, *, seed: int = 0, force: bool = False, progress: bool = True,

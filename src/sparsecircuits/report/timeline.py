@@ -55,11 +55,13 @@ def persistence_grid(record: dict) -> str:
     shown = nodes[:GRID_ROWS]
     width = _LABEL_W + _CELL * len(rows) + 10
     height = _TOP + _CELL * len(shown) + 6
-    out = [f"<svg class=\"chart persistence\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" role=\"img\" "
-           "aria-label=\"nodes kept at each training step\" xmlns=\"http://www.w3.org/2000/svg\">"]
+    # drawn at its own size (not the charts' full width), its text styled here, not by the sheet
+    out = [f"<svg class=\"persistence\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" "
+           "role=\"img\" aria-label=\"nodes kept at each training step\" font-family=\"system-ui, sans-serif\" "
+           "font-size=\"10\" fill=\"#475569\" xmlns=\"http://www.w3.org/2000/svg\">"]
     for j, r in enumerate(rows):
         x = _LABEL_W + j * _CELL
-        out.append(f"<text class=\"tick\" transform=\"translate({x + _CELL - 3} {_TOP - 4}) rotate(-60)\">"
+        out.append(f"<text transform=\"translate({x + _CELL - 3} {_TOP - 4}) rotate(-60)\">"
                    f"{_e(_fmt(_int(r['step'])))}</text>")
         if r.get("pruned") is not True:
             out.append(f"<rect x=\"{x}\" y=\"{_TOP}\" width=\"{_CELL}\" height=\"{_CELL * len(shown)}\" fill=\"#eef0f3\">"
@@ -67,7 +69,7 @@ def persistence_grid(record: dict) -> str:
     for i, n in enumerate(shown):
         y = _TOP + i * _CELL
         kept = {_int(s) for s in n.get("steps", [])} if isinstance(n.get("steps"), list) else set()
-        out.append(f"<text class=\"tick\" x=\"{_LABEL_W - 6}\" y=\"{y + _CELL - 3}\" text-anchor=\"end\">"
+        out.append(f"<text x=\"{_LABEL_W - 6}\" y=\"{y + _CELL - 3}\" text-anchor=\"end\">"
                    f"{_e(n['id'])}</text>")
         for j, r in enumerate(rows):
             if _int(r["step"]) in kept:
