@@ -10,14 +10,19 @@ the mutated module is first rewritten with a ``with torch.no_grad():`` body (the
 behaviour) to be mutated too.
 
 Each core module is paired with the test files that are meant to guard it; a module is
-mutated against those tests only, which keeps a run to minutes.  Prints one JSON object:
+mutated against those tests only (still tens of minutes a module on 2 shared cores).  Prints one JSON object:
 per module the counts by status (``killed``, ``survived``, ``timeout``, ``no tests``,
 ...), the score ``detected / (detected + survived + no tests)`` (detected: killed, timed
 out or crashed) and the survivors, each with mutmut's diff when ``--diffs`` is given.
 
     pip install -e '.[mutation]'
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/mutation.py --module circuits/masking.py --diffs
-    python benchmarks/mutation.py            # every core module (long: an hour or more on 2 cores)
+    python benchmarks/mutation.py            # every core module (long: hours on 2 cores)
+    python benchmarks/mutation.py --module model/sparsity.py --mutants 'sparsecircuits.model.sparsity.x_lr_at__mutmut_7'
+
+``--rev HEAD`` mutates the last commit rather than the working tree, ``--mutants`` reruns
+chosen mutants (say, an earlier run's survivors once a test is added), and
+``--budget-minutes`` bounds a slow module's run.
 
 Not part of the test suite: run it on demand, like the other benchmarks.
 """
@@ -30,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -48,7 +54,8 @@ CORE: dict[str, list[str]] = {
     "circuits/prune.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py"],
     "circuits/circuit.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
                             "tests/circuits/test_cli_and_files.py"],
-    "circuits/graph.py": ["tests/circuits/test_graph.py", "tests/circuits/test_prune.py"],
+    "circuits/graph.py": ["tests/circuits/test_graph.py", "tests/circuits/test_graph_mutants.py",
+                          "tests/circuits/test_prune.py"],
     "train/checkpoint.py": ["tests/train/test_checkpoint.py", "tests/train/test_checkpoint_state.py",
                             "tests/train/test_checkpoint_mutants.py"],
 }
@@ -133,20 +140,39 @@ def _configure(dest: Path, module: str, tests: list[str]) -> None:
         fh.write("\n".join(lines) + "\n")
 
 
-def _mutmut(dest: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+def _mutmut(dest: Path, *args: str, budget: float | None = None) -> tuple[subprocess.CompletedProcess, bool]:
+    """Run one mutmut command in ``dest``; (its result, whether ``budget`` seconds ran out).
+
+    Out of budget, mutmut is stopped as by Ctrl-C: it stops its workers and keeps the
+    verdicts it has (each is saved as it comes), the rest stay "not checked".
+    """
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONHASHSEED="0")
     # mutmut's own entry point (its console script does the same): `python -m mutmut`
     # re-executes mutmut.__main__ and warns on every worker
     cmd = [sys.executable, "-c", "from mutmut.__main__ import cli; cli()", *args]
-    return subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=budget)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err), False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: mutmut and the workers it forked
+            out, err = proc.communicate()
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err), True
 
 
 def run_module(module: str, tests: list[str], max_children: int, diffs: bool, keep: Path | None,
-               rev: str | None = None, only: list[str] | None = None) -> dict:
+               rev: str | None = None, only: list[str] | None = None, budget: float | None = None) -> dict:
     """Mutate one module in a fresh copy and collect mutmut's verdicts.
 
     ``only``: mutant-name patterns (fnmatch, as ``mutmut run`` takes them, e.g.
-    ``*x_lr_at__mutmut_*``); the others are neither run nor reported.
+    ``*.x_lr_at__mutmut_*``); the others are neither run nor reported.  ``budget``:
+    seconds for ``mutmut run``; mutmut tests the mutants with the fastest tests first, so
+    a run cut short has judged those, and reports the others as "not checked".
     """
     work = Path(tempfile.mkdtemp(prefix="mutation-"))
     try:
@@ -158,15 +184,15 @@ def run_module(module: str, tests: list[str], max_children: int, diffs: bool, ke
         _configure(work, module, tests)
         print(f"mutation: {module} against {' '.join(tests)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        run = _mutmut(work, "run", "--max-children", str(max_children), *(only or []))
+        run, out_of_budget = _mutmut(work, "run", "--max-children", str(max_children), *(only or []), budget=budget)
         seconds = time.perf_counter() - t0
-        listed = _mutmut(work, "results", "--all", "true")
+        listed, _ = _mutmut(work, "results", "--all", "true")
         statuses: dict[str, str] = {}
         for line in listed.stdout.splitlines():
             m = STATUS_LINE.match(line)
             if m and (not only or any(fnmatch.fnmatch(m.group(1), pat) for pat in only)):
                 statuses[m.group(1)] = m.group(2).strip()
-        if run.returncode != 0 or not statuses or all(s == "not checked" for s in statuses.values()):
+        if (run.returncode != 0 and not out_of_budget) or all(s == "not checked" for s in statuses.values()):
             # mutmut stops before mutating when the unmutated tests fail: show why
             tail = (run.stdout + run.stderr).strip().splitlines()[-25:]
             return {"module": module, "error": f"mutmut run exited {run.returncode} with "
@@ -181,7 +207,7 @@ def run_module(module: str, tests: list[str], max_children: int, diffs: bool, ke
             if s in ("survived", "no tests"):
                 entry: dict = {"mutant": name, "status": s}
                 if diffs:
-                    shown = _mutmut(work, "show", name).stdout
+                    shown = _mutmut(work, "show", name)[0].stdout
                     entry["diff"] = [ln for ln in shown.splitlines() if ln.startswith(("-", "+"))
                                      and not ln.startswith(("---", "+++"))]
                 survivors.append(entry)
@@ -189,6 +215,7 @@ def run_module(module: str, tests: list[str], max_children: int, diffs: bool, ke
                 "undecorated": undecorated,
                 "counts": counts,
                 "score": round(detected / judged, 4) if judged else None, "seconds": round(seconds, 1),
+                "out_of_budget": out_of_budget,
                 "survivors": survivors}
     finally:
         if keep is not None:
@@ -209,7 +236,10 @@ def main() -> None:
     ap.add_argument("--rev", help="mutate this git commit (e.g. HEAD) instead of the working tree")
     ap.add_argument("--mutants", action="append", metavar="PATTERN",
                     help="run only the mutants matching this name pattern (repeatable; e.g. the survivors "
-                         "of an earlier run, '*x_lr_at__mutmut_*'); needs one --module")
+                         "of an earlier run, '*.x_lr_at__mutmut_*'); needs one --module")
+    ap.add_argument("--budget-minutes", type=float,
+                    help="stop each module's mutmut run after this long (the mutants with the fastest tests "
+                         "come first; the rest are reported as not checked)")
     args = ap.parse_args()
     if args.mutants and len(args.module or []) != 1:
         ap.error("--mutants needs exactly one --module")
@@ -218,7 +248,8 @@ def main() -> None:
     except ImportError:
         sys.exit("mutmut is not installed: pip install -e '.[mutation]'")
     modules = args.module or list(CORE)
-    out = [run_module(m, CORE[m], args.max_children, args.diffs, args.keep, args.rev, args.mutants)
+    budget = None if args.budget_minutes is None else 60 * args.budget_minutes
+    out = [run_module(m, CORE[m], args.max_children, args.diffs, args.keep, args.rev, args.mutants, budget)
            for m in modules]
     print(json.dumps({"tool": "mutmut", "modules": out}, indent=2))
 
