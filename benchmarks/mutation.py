@@ -50,10 +50,11 @@ PKG = "src/sparsecircuits"
 # subprocess, which would import the unmutated package from src/ and hide every fault
 CORE: dict[str, list[str]] = {
     "model/sparsity.py": ["tests/model/test_sparsity.py", "tests/model/test_sparsity_mutants.py"],
-    "circuits/masking.py": ["tests/circuits/test_masking.py", "tests/circuits/test_prune_faults.py"],
+    "circuits/masking.py": ["tests/circuits/test_masking.py", "tests/circuits/test_prune_faults.py",
+                            "tests/circuits/test_resample.py"],
     "circuits/prune.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py"],
     "circuits/circuit.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
-                            "tests/circuits/test_cli_and_files.py"],
+                            "tests/circuits/test_cli_and_files.py", "tests/circuits/test_circuit_build.py"],
     "circuits/graph.py": ["tests/circuits/test_graph.py", "tests/circuits/test_graph_mutants.py",
                           "tests/circuits/test_prune.py"],
     "train/checkpoint.py": ["tests/train/test_checkpoint.py", "tests/train/test_checkpoint_state.py",
