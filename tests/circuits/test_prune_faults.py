@@ -203,11 +203,11 @@ def test_the_sweep_keeps_the_fewest_edge_passing_circuit(tmp_path, monkeypatch):
             3e-3: _ranking(ns, circuit, []),  # 3 nodes, 2 edges: the answer
             1e-2: _ranking(ns, SPARE, circuit)}  # 6 nodes, 4 edges
 
-    def fake_optimise(masked, data, k_coef, s, seed, bar=None):
-        return taus[k_coef].clone(), [{"step": 0, "loss": 0.5, "n_open": int((taus[k_coef] > 0).sum()),
-                                       "k_coef": k_coef}]
+    def fake_optimise(masked, data, k_coefs, s, seed, bar=None):
+        return [(taus[k].clone(), [{"step": 0, "loss": 0.5, "n_open": int((taus[k] > 0).sum()), "k_coef": k}])
+                for k in k_coefs]
 
-    monkeypatch.setattr(prune_module, "optimise_tau", fake_optimise)
+    monkeypatch.setattr(prune_module, "optimise_taus", fake_optimise)
     keep = {k: ns.keep_from_names(names) for k, names in
             {"small": circuit, "big": circuit + SPARE, "bigger": circuit + SPARE + IDLE}.items()}
     edges = {k: count_edges(model, ns, v) for k, v in keep.items()}

@@ -30,6 +30,7 @@ from ..config import ABLATIONS
 from ..errors import UserError
 from ..rundir import RunDir
 from .nodes import NodeSet
+from .skip import skippable, skipping
 
 
 
@@ -135,15 +136,23 @@ class MaskedModel(nn.Module):
         """``fwd_hooks`` applying ``mask`` (float (n,) soft, or bool (n,) keep).
 
         ``sources`` (resample ablation): per hook, the ablation values of every row and
-        position, used instead of the flat baseline.
+        position, used instead of the flat baseline.  A mask (R, n) holds R masks for a
+        batch of R groups of rows, group-major (row ``r * P + p`` uses ``mask[r]``;
+        ``sources`` then has the P rows of one group).
         """
-        if mask.shape != (self.nodes.n,):
-            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({self.nodes.n},)")
+        if mask.shape[-1:] != (self.nodes.n,) or mask.dim() not in (1, 2):
+            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({self.nodes.n},) or (R, {self.nodes.n})")
         hard = mask.dtype == torch.bool
+        R = mask.shape[0] if mask.dim() == 2 else None
         hooks = []
         for site in self.nodes.sites:
             def fn(x: torch.Tensor, hook, site=site) -> torch.Tensor:
-                m = self._site_views(mask, x, site).to(x.device)
+                shape = x.shape  # (B, T, width) or (B, T, H, Dh)
+                if R is not None:  # (R, P, T, ...) against masks (R, 1, 1, ...)
+                    x = x.reshape(R, shape[0] // R, *shape[1:])
+                    m = mask[:, site.start:site.stop].reshape(R, 1, 1, *shape[2:]).to(x.device)
+                else:
+                    m = self._site_views(mask, x, site).to(x.device)
                 if sources is not None:
                     b = sources[site.hook].to(x.device, x.dtype)
                 elif self.baseline is None:
@@ -152,10 +161,13 @@ class MaskedModel(nn.Module):
                     b = self._site_views(self.baseline, x, site).to(x.device, x.dtype)
                 if hard:
                     if b is None:
-                        return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
-                    return torch.where(m, x, b)
-                m = m.to(x.dtype)
-                return x * m if b is None else x * m + (1 - m) * b
+                        out = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+                    else:
+                        out = torch.where(m, x, b)
+                else:
+                    m = m.to(x.dtype)
+                    out = x * m if b is None else x * m + (1 - m) * b
+                return out.reshape(shape)
             hooks.append((site.hook, fn))
         return hooks
 
@@ -164,13 +176,26 @@ class MaskedModel(nn.Module):
         """Logits (B, T, V); with ``last_pos`` (B,), only each row's last position: (B, V).
 
         ``last_pos`` skips the unembedding of every other position (the vocabulary
-        projection is a large share of a small model's cost).
+        projection is a large share of a small model's cost).  A boolean mask also skips
+        the work feeding sites it ablates whole (``skip.py``): the same logits.  A mask
+        (R, n) runs R masks over the same prompts in one pass: logits (R, B, ...).
         """
         sources = None
         if mask is not None and isinstance(self.baseline, Resample):
             sources = resample_sources(self.model, self.nodes, tokens, last_pos)
         hooks = [] if mask is None else self.hooks(mask, sources)
-        return self.model.run_with_hooks(tokens, fwd_hooks=hooks, last_pos=last_pos)
+        swaps = []
+        if mask is not None and mask.dtype == torch.bool:
+            swaps = skippable(self.model, self.nodes, mask if mask.dim() == 1 else mask.any(0))
+        if mask is None or mask.dim() == 1:
+            with skipping(swaps):
+                return self.model.run_with_hooks(tokens, fwd_hooks=hooks, last_pos=last_pos)
+        R, B = mask.shape[0], tokens.shape[0]
+        rows = tokens.repeat(R, 1)  # (R * B, T), group-major
+        last = None if last_pos is None else last_pos.repeat(R)
+        with skipping(swaps):
+            out = self.model.run_with_hooks(rows, fwd_hooks=hooks, last_pos=last)
+        return out.view(R, B, *out.shape[1:])
 
     def fixed(self, keep: torch.Tensor) -> "FixedMask":
         """A ``tokens -> logits`` module with this keep vector, for ``evaluate_task``."""

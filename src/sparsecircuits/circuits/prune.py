@@ -66,6 +66,7 @@ from .circuit import (
     fit_calibration,
     orientation,
 )
+from .frozen import kernel_sites
 from .graph import count_edges
 from .masking import MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
@@ -196,46 +197,67 @@ def _frozen(model):
 def optimise_tau(masked: MaskedModel, data: _TaskData, k_coef: float, s: PruneSettings, seed: int,
                  bar=None) -> tuple[torch.Tensor, list[dict]]:
     """One pruning run at one ``k_coef``: the final ``tau`` (n,) and its loss curve."""
-    n = masked.nodes.n
+    return optimise_taus(masked, data, [k_coef], s, seed, bar)[0]
+
+
+def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float], s: PruneSettings, seed: int,
+                  bar=None) -> list[tuple[torch.Tensor, list[dict]]]:
+    """One pruning run per ``k_coef``, all in the same forward and backward passes.
+
+    The runs are independent: each has its own ``tau``, loss, gradient clipping and
+    (elementwise) AdamW state.  They share the seed, hence the initial ``tau`` and the
+    batches, exactly as separate runs with that seed would, so running them together only
+    makes each op R times larger instead of running R times as many ops.  Returns each
+    run's final ``tau`` (n,) and loss curve, in ``k_coefs`` order.
+    """
+    n, R = masked.nodes.n, len(k_coefs)
     g = torch.Generator().manual_seed(seed)
-    tau = (s.tau_init_mean + s.tau_init_std * torch.randn(n, generator=g)).requires_grad_(True)
+    init = s.tau_init_mean + s.tau_init_std * torch.randn(n, generator=g)  # (n,)
+    taus = [init.clone().requires_grad_(True) for _ in range(R)]  # R x (n,), one parameter per run
+    coef = torch.tensor([float(k) for k in k_coefs])  # (R,)
     tie = qk_tie(masked.nodes) if s.tie_qk else torch.arange(n)  # (n,) each node's parameter
-    opt = torch.optim.AdamW([tau], lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(taus, lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, s.lr_factor)
     device = next(masked.model.parameters()).device
     n_groups = data.n_train_groups
     per_batch = min(s.batch_pairs * 2 // data.group, n_groups)  # 64 pairs = 128 prompts
-    curve: list[dict] = []
+    curves: list[list[dict]] = [[] for _ in range(R)]
     for step in range(s.steps):
         # train items are sorted by length, so sorted group ids give length-sorted prompts;
         # two length buckets, each trimmed to its own longest prompt, waste little on padding
         groups = torch.randperm(n_groups, generator=g)[:per_batch].sort().values
         idx = (groups[:, None] * data.group + torch.arange(data.group)).flatten()
-        m = heaviside_ste(tau[tie], s.temperature)  # (n,) exactly 0/1
+        m = heaviside_ste(torch.stack(taus)[:, tie], s.temperature)  # (R, n) exactly 0/1
         diffs = []
         for part in idx.tensor_split(s.length_buckets):
             if part.numel() == 0:
                 continue
             batch = data.train.select(part).to(device)
-            last = masked(batch.tokens, m, last_pos=batch.last_pos)  # (b, V)
-            diffs.append(answer_diff(last, batch))
-        task = binary_task_loss(torch.cat(diffs))
-        loss = task + k_coef * m.sum()
+            last = masked(batch.tokens, m[0] if R == 1 else m, last_pos=batch.last_pos)  # (b, V) or (R, b, V)
+            diffs.append(answer_diff(last, batch).view(R, -1))  # (R, b)
+        diff = torch.cat(diffs, dim=1)  # (R, N)
+        task = torch.stack([binary_task_loss(d) for d in diff])  # (R,)
+        loss = (task + coef * m.sum(1)).sum()  # the runs' gradients do not mix
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([tau], s.grad_clip)
+            for tau in taus:
+                torch.nn.utils.clip_grad_norm_([tau], s.grad_clip)
         opt.step()
         sched.step()
         with torch.no_grad():
-            tau.clamp_(-1.0, 1.0)
-        n_open = int(m.detach().sum())
+            for tau in taus:
+                tau.clamp_(-1.0, 1.0)
+        n_open = m.detach().sum(1).long().tolist()
+        losses = task.detach().tolist()
         if step % s.curve_every == 0 or step == s.steps - 1:
-            curve.append({"step": step, "loss": float(task.detach()), "n_open": n_open, "k_coef": k_coef})
+            for r, k_coef in enumerate(k_coefs):
+                curves[r].append({"step": step, "loss": losses[r], "n_open": n_open[r], "k_coef": k_coef})
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(k=f"{k_coef:g}", loss=f"{float(task.detach()):.3f}", open=n_open, refresh=False)
-    return tau.detach()[tie], curve
+            bar.update(R)
+            bar.set_postfix(loss="/".join(f"{x:.3f}" for x in losses), open="/".join(map(str, n_open)),
+                            refresh=False)
+    return [(tau.detach()[tie], curve) for tau, curve in zip(taus, curves)]
 
 
 class _Prober:
@@ -325,7 +347,7 @@ def prune(run, task, target_loss: float = TARGET_LOSS, ablation: str = "mean", s
         raise UserError(f"unknown pruning method {method!r}; expected learned or attribution")
     t0 = time.perf_counter()
     s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
-    with _threads(s.threads):
+    with _threads(s.threads), kernel_sites(run.model):
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
         circuit = _prune(ctx, s, seed=int(seed), progress=progress, t0=t0)
     circuit.metrics["method"] = "learned"
@@ -394,18 +416,26 @@ def _prepare(run, task, s: PruneSettings, seed: int, force: bool, name: str | No
 
 def _candidate(ctx: _Context, s: PruneSettings, k_coef: float, seed: int, bar=None) -> dict:
     """One optimisation at one ``k_coef``, then the smallest top-``K`` passing on the train items."""
+    return _candidates(ctx, s, [k_coef], seed, bar)[0]
+
+
+def _candidates(ctx: _Context, s: PruneSettings, k_coefs: Sequence[float], seed: int, bar=None) -> list[dict]:
+    """One optimisation per ``k_coef`` (run together), then for each the smallest passing top-``K``."""
     tick = time.perf_counter()
-    tau, curve = optimise_tau(ctx.masked, ctx.data, k_coef, s, seed, bar)
+    runs = optimise_taus(ctx.masked, ctx.data, k_coefs, s, seed, bar)
     ctx.timings["optimise"] += time.perf_counter() - tick
-    tick = time.perf_counter()
-    order = torch.argsort(-tau, stable=True)
-    prober = _Prober(ctx.masked, order, ctx.probe, s)
-    n_open = int((tau > 0).sum())
-    k, met = prober.smallest(s.target_loss, n_open)
-    edges = count_edges(ctx.model, ctx.nodes, prober.keep(k))
-    ctx.timings["bisect"] += time.perf_counter() - tick
-    return {"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k,
-            "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open}
+    out = []
+    for k_coef, (tau, curve) in zip(k_coefs, runs):
+        tick = time.perf_counter()
+        order = torch.argsort(-tau, stable=True)
+        prober = _Prober(ctx.masked, order, ctx.probe, s)
+        n_open = int((tau > 0).sum())
+        k, met = prober.smallest(s.target_loss, n_open)
+        edges = count_edges(ctx.model, ctx.nodes, prober.keep(k))
+        ctx.timings["bisect"] += time.perf_counter() - tick
+        out.append({"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k,
+                    "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open})
+    return out
 
 
 def _heldout_diff(ctx: _Context, prober: "_Prober", k: int, s: PruneSettings) -> torch.Tensor:
@@ -430,7 +460,7 @@ def _prune(ctx: _Context, s: PruneSettings, seed: int, progress: bool, t0: float
                disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:
         with _frozen(ctx.model):
-            candidates = [_candidate(ctx, s, k_coef, seed, bar) for k_coef in s.k_coefs]
+            candidates = _candidates(ctx, s, s.k_coefs, seed, bar)
     finally:
         bar.close()
 
