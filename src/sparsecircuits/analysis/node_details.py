@@ -48,6 +48,7 @@ from typing import Any, Sequence
 import torch
 
 from ..circuits.circuit import Circuit, calibrated_diff, encode_for_run, orientation
+from ..circuits.frozen import kernel_sites
 from ..circuits.masking import MaskedModel, val_windows
 from ..circuits.nodes import NodeSet
 from ..errors import UserError
@@ -403,23 +404,25 @@ def compute_details(run, circuit: Circuit | dict, n_snippets: int = 8, n_windows
     bar = tqdm(total=2 + (len(flats) if batch is not None else 0), desc=f"details {circuit.task}",
                disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:
-        if flats:  # 1. one pass over the validation sample
-            if windows is None:
-                from ..circuits.masking import val_tokens
+        with kernel_sites(run.model):  # AbsTopK by the C kernel: the same activations, faster
+            if flats:  # 1. one pass over the validation sample
+                if windows is None:
+                    from ..circuits.masking import val_tokens
 
-                windows = val_windows(val_tokens(run), n_windows, run.model.cfg.block_size)
-            _add_snippets(details, run.model, nodes, flats, windows, decode, n_snippets, context)
-        bar.update(1)
-        if batch is not None:
-            # 2. one pass over (up to) 2 x CLASS_CAP test prompts
-            for nid, classes in _class_acts(run, batch, paired, ex, nodes, flats, logit_ids).items():
-                details[nid]["class_acts"] = classes
+                    windows = val_windows(val_tokens(run), n_windows, run.model.cfg.block_size)
+                _add_snippets(details, run.model, nodes, flats, windows, decode, n_snippets, context)
             bar.update(1)
-            _add_patterns(details, circuit, run.model, flats, batch, decode)  # 3. one forward
-            # 4. one masked forward over the test items per node
-            for nid, d in _ablation_deltas(run.model, circuit.baseline(), circuit, batch, flats, nodes, bar).items():
-                if math.isfinite(d):
-                    details[nid]["ablation_delta"] = _r(d)
+            if batch is not None:
+                # 2. one pass over (up to) 2 x CLASS_CAP test prompts
+                for nid, classes in _class_acts(run, batch, paired, ex, nodes, flats, logit_ids).items():
+                    details[nid]["class_acts"] = classes
+                bar.update(1)
+                _add_patterns(details, circuit, run.model, flats, batch, decode)  # 3. one forward
+                # 4. one masked forward over the test items per node
+                deltas = _ablation_deltas(run.model, circuit.baseline(), circuit, batch, flats, nodes, bar)
+                for nid, d in deltas.items():
+                    if math.isfinite(d):
+                        details[nid]["ablation_delta"] = _r(d)
     finally:
         bar.close()
     return _prune_empty(details)

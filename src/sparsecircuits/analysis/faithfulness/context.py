@@ -88,6 +88,7 @@ class CheckContext:
         self.cal = (float(circuit.calibration["scale"]), float(circuit.calibration["shift"]))
         self._train = self._test = None
         self._test_items: list | None = None
+        self._diffs: dict[tuple, tuple[TaskBatch, torch.Tensor]] = {}
 
     # -- items
     def _items(self, n: int, split: str) -> list:
@@ -118,18 +119,28 @@ class CheckContext:
         return self._train
 
     # -- evaluation
+    def diffs(self, batch: TaskBatch, keep: torch.Tensor | None) -> torch.Tensor:
+        """Uncalibrated answer differences (N,) of a keep vector (None: the full model) on a
+        batch, computed once per batch and node set: several checks score the circuit and
+        the model on the same test items."""
+        key = (id(batch), None if keep is None else keep.to(torch.bool).cpu().numpy().tobytes())
+        if key not in self._diffs:  # the batch is kept alive with its entry, so its id is never reused
+            self._diffs[key] = (batch, circuit_diffs(self.full, None, batch) if keep is None
+                                else circuit_diffs(self.masked, keep, batch))
+        return self._diffs[key][1]
+
     def circuit_eval(self, batch: TaskBatch, keep: torch.Tensor | None = None) -> dict:
         """The circuit (or another keep vector, with the circuit's calibration) on a batch."""
-        diff = circuit_diffs(self.masked, self.keep if keep is None else keep, batch)
+        diff = self.diffs(batch, self.keep if keep is None else keep)
         return score_diffs(calibrated_diff(diff, orientation(batch), *self.cal))
 
     def model_eval(self, batch: TaskBatch) -> dict:
-        return score_diffs(circuit_diffs(self.full, None, batch))
+        return score_diffs(self.diffs(batch, None))
 
     def fitted_loss(self, keep: torch.Tensor) -> tuple[float, float, dict]:
         """Test loss of a keep vector after its own best scale and shift (fit on train)."""
-        a, b = fit_calibration(circuit_diffs(self.masked, keep, self.train), orientation(self.train))
-        diff = circuit_diffs(self.masked, keep, self.test)
+        a, b = fit_calibration(self.diffs(self.train, keep), orientation(self.train))
+        diff = self.diffs(self.test, keep)
         fitted, raw = score_diffs(calibrated_diff(diff, orientation(self.test), a, b)), score_diffs(diff)
         return fitted["loss"], fitted["accuracy"], {"raw_loss": raw["loss"], "raw_accuracy": raw["accuracy"]}
 

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 
 from ...circuits.circuit import Circuit
+from ...circuits.frozen import kernel_sites
 from ...errors import UserError
 from ...io import to_jsonable
 from ...tasks.base import TaskItem
@@ -73,14 +74,15 @@ def run_checks(run, circuit: Circuit, checks: Sequence[str] | None = None, seed:
     bar = tqdm(names, desc=f"check {task_name}", disable=None if progress else True, leave=False,
                dynamic_ncols=True)
     try:
-        for name in bar:
-            bar.set_postfix_str(name, refresh=True)
-            r = fns[name](ctx)
-            if r is None:
-                if progress:
-                    sys.stderr.write(f"check {name}: nothing to measure (no prompt fits the model); left out\n")
-                continue
-            out[name] = r
+        with kernel_sites(run.model):
+            for name in bar:
+                bar.set_postfix_str(name, refresh=True)
+                r = fns[name](ctx)
+                if r is None:
+                    if progress:
+                        sys.stderr.write(f"check {name}: nothing to measure (no prompt fits the model); left out\n")
+                    continue
+                out[name] = r
     finally:
         bar.close()
     return out

@@ -70,9 +70,11 @@ def _task_arg(ctx: CheckContext):
 def _means(run, model: GPT) -> torch.Tensor:
     """The control's own node means over the run's validation windows (not cached: the
     run's cache belongs to its real weights)."""
+    from ....circuits.frozen import kernel_sites
     from ....circuits.masking import compute_node_means, val_tokens, val_windows
 
-    return compute_node_means(model, val_windows(val_tokens(run), 256, model.cfg.block_size))
+    with kernel_sites(model):
+        return compute_node_means(model, val_windows(val_tokens(run), 256, model.cfg.block_size))
 
 
 def control_circuit(ctx: CheckContext, kind: str) -> Circuit:
