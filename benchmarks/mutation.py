@@ -51,8 +51,9 @@ PKG = "src/sparsecircuits"
 CORE: dict[str, list[str]] = {
     "model/sparsity.py": ["tests/model/test_sparsity.py", "tests/model/test_sparsity_mutants.py"],
     "circuits/masking.py": ["tests/circuits/test_masking.py", "tests/circuits/test_prune_faults.py",
-                            "tests/circuits/test_resample.py"],
-    "circuits/prune.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py"],
+                            "tests/circuits/test_resample.py", "tests/circuits/test_fast_paths.py"],
+    "circuits/prune.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
+                          "tests/circuits/test_fast_paths.py"],
     "circuits/circuit.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
                             "tests/circuits/test_cli_and_files.py", "tests/circuits/test_circuit_build.py"],
     "circuits/graph.py": ["tests/circuits/test_graph.py", "tests/circuits/test_graph_mutants.py",
@@ -150,7 +151,10 @@ def _mutmut(dest: Path, *args: str, budget: float | None = None) -> tuple[subpro
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONHASHSEED="0")
     # mutmut's own entry point (its console script does the same): `python -m mutmut`
     # re-executes mutmut.__main__ and warns on every worker
-    cmd = [sys.executable, "-c", "from mutmut.__main__ import cli; cli()", *args]
+    # SIGINT handled as Ctrl-C even when this script runs in the background (where the
+    # shell starts it with SIGINT ignored, and the child would inherit that)
+    cmd = [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from mutmut.__main__ import cli; cli()", *args]
     proc = subprocess.Popen(cmd, cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -247,8 +251,14 @@ def main() -> None:
     try:
         import mutmut  # noqa: F401
     except ImportError:
-        sys.exit("mutmut is not installed: pip install -e '.[mutation]'")
+        ap.error("mutmut is not installed: pip install -e '.[mutation]'")
     modules = args.module or list(CORE)
+    if args.rev:  # pin the commit, so every module of this run mutates the same one
+        found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.rev}^{{commit}}"],
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            ap.error(f"--rev {args.rev} is not a commit of {ROOT}")
+        args.rev = found.stdout.strip()
     budget = None if args.budget_minutes is None else 60 * args.budget_minutes
     out = [run_module(m, CORE[m], args.max_children, args.diffs, args.keep, args.rev, args.mutants, budget)
            for m in modules]
