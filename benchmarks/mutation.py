@@ -51,7 +51,8 @@ PKG = "src/sparsecircuits"
 CORE: dict[str, list[str]] = {
     "model/sparsity.py": ["tests/model/test_sparsity.py", "tests/model/test_sparsity_mutants.py"],
     "circuits/masking.py": ["tests/circuits/test_masking.py", "tests/circuits/test_prune_faults.py",
-                            "tests/circuits/test_resample.py", "tests/circuits/test_fast_paths.py"],
+                            "tests/circuits/test_resample.py", "tests/circuits/test_fast_paths.py",
+                            "tests/circuits/test_masking_mutants.py"],
     "circuits/prune.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
                           "tests/circuits/test_fast_paths.py"],
     "circuits/circuit.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
