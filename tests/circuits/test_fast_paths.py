@@ -114,7 +114,9 @@ def test_a_batch_of_masks_gives_each_masks_logits_and_gradients():
 
 
 def test_the_k_coef_sweep_optimised_together_equals_separate_runs(toy_run):
-    s = PruneSettings(steps=6, batch_pairs=8, length_buckets=2, tie_qk=True, grad_clip=0.05)
+    # nodes start near 0 and move fast, so the runs share their masks for a step or two, then part
+    s = PruneSettings(steps=8, batch_pairs=8, length_buckets=2, tie_qk=True, grad_clip=0.05, lr=0.05,
+                      tau_init_mean=0.06, curve_every=1)
     data = _resolve_task(toy_run, toy_examples(32), None, s, 0)
     masked = MaskedModel(toy_run.model, torch.full((NodeSet.from_model(toy_run.model).n,), 0.3))
     k_coefs = [1e-3, 3e-2, 1e-1]
@@ -125,7 +127,8 @@ def test_the_k_coef_sweep_optimised_together_equals_separate_runs(toy_run):
         assert torch.allclose(tau_t, tau_a, atol=1e-6, rtol=0)
         assert [c["n_open"] for c in curve_t] == [c["n_open"] for c in curve_a]
         assert [c["loss"] for c in curve_t] == pytest.approx([c["loss"] for c in curve_a], abs=1e-6)
-    assert not torch.equal(together[0][0], together[2][0])  # the k_coefs did pull apart
+    opened = [[c["n_open"] for c in curve] for _, curve in together]
+    assert opened[0][0] == opened[2][0] and opened[0] != opened[2]  # shared masks first, then apart
 
 
 @pytest.mark.skipif(native.library() is None, reason="the C kernels cannot be built here")

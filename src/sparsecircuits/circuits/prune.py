@@ -207,8 +207,10 @@ def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float]
     The runs are independent: each has its own ``tau``, loss, gradient clipping and
     (elementwise) AdamW state.  They share the seed, hence the initial ``tau`` and the
     batches, exactly as separate runs with that seed would, so running them together only
-    makes each op R times larger instead of running R times as many ops.  Returns each
-    run's final ``tau`` (n,) and loss curve, in ``k_coefs`` order.
+    makes each op R times larger instead of running R times as many ops.  While their
+    masks are still the same (every node open for the first few steps) one pass serves
+    them all: the task gradient is the same for each, the penalty is each run's own.
+    Returns each run's final ``tau`` (n,) and loss curve, in ``k_coefs`` order.
     """
     n, R = masked.nodes.n, len(k_coefs)
     g = torch.Generator().manual_seed(seed)
@@ -228,16 +230,23 @@ def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float]
         groups = torch.randperm(n_groups, generator=g)[:per_batch].sort().values
         idx = (groups[:, None] * data.group + torch.arange(data.group)).flatten()
         m = heaviside_ste(torch.stack(taus)[:, tie], s.temperature)  # (R, n) exactly 0/1
+        if R == 1:
+            mask = m[0]
+        elif bool((m == m[:1]).all()):  # no run has closed a node the others keep (the first steps)
+            mask = m[0] + (m[1:] - m[1:].detach()).sum(0)  # (n,): the shared mask, every run's gradient
+        else:
+            mask = m
         diffs = []
         for part in idx.tensor_split(s.length_buckets):
             if part.numel() == 0:
                 continue
             batch = data.train.select(part).to(device)
-            last = masked(batch.tokens, m[0] if R == 1 else m, last_pos=batch.last_pos)  # (b, V) or (R, b, V)
-            diffs.append(answer_diff(last, batch).view(R, -1))  # (R, b)
-        diff = torch.cat(diffs, dim=1)  # (R, N)
-        task = torch.stack([binary_task_loss(d) for d in diff])  # (R,)
-        loss = (task + coef * m.sum(1)).sum()  # the runs' gradients do not mix
+            last = masked(batch.tokens, mask, last_pos=batch.last_pos)  # (b, V) or (R, b, V)
+            diffs.append(answer_diff(last, batch).view(-1, part.numel()))  # (1, b) or (R, b)
+        diff = torch.cat(diffs, dim=1)  # (1, N) or (R, N)
+        task = torch.stack([binary_task_loss(d) for d in diff])  # (1,) or (R,): each run's task loss
+        loss = task.sum() + (coef * m.sum(1)).sum()  # the runs' gradients do not mix
+        task = task.expand(R)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:
