@@ -313,3 +313,22 @@ def test_circuit_from_another_model_shape_is_rejected(tmp_path, data_dir, tokeni
     circuit = make_circuit(other, names=["blocks.0.hook_mlp_in:2"])
     with pytest.raises(UserError, match="shape"):
         compute_details(run, circuit.to_json(), progress=False)
+
+
+def test_ablation_deltas_skipping_ablated_sites_are_the_plain_forwards(run, monkeypatch):
+    """A circuit that ablates whole sites (all of block 0's MLP, block 1's q and k): the
+    ablation deltas computed with that work skipped are those of the full forwards."""
+    import sparsecircuits.analysis.node_details as nd
+    from sparsecircuits.circuits.skip import dead_sites
+
+    names = [n for n in CIRCUIT_NAMES if not n.startswith(("blocks.0.hook_mlp", "blocks.0.mlp", "blocks.1.attn.hook_q",
+                                                             "blocks.1.attn.hook_k"))]
+    circuit = make_circuit(run, names).attach(run)
+    assert len(dead_sites(circuit.node_set, circuit.keep)) == 5
+    batch = encode_for_run(run, get_task(TASK).generate(N_TEST, seed=0, split="test"), TASK)
+    flats = circuit.keep.nonzero().flatten().tolist()
+    args = (run.model, circuit.baseline(), circuit, batch, flats, circuit.node_set)
+    skipped = nd._ablation_deltas(*args)
+    monkeypatch.setattr(nd, "skippable", lambda *a: [])
+    plain = nd._ablation_deltas(*args)
+    assert skipped == plain and any(v != 0 for v in plain.values())

@@ -51,6 +51,7 @@ from ..circuits.circuit import Circuit, calibrated_diff, encode_for_run, orienta
 from ..circuits.frozen import kernel_sites
 from ..circuits.masking import MaskedModel, val_windows
 from ..circuits.nodes import NodeSet
+from ..circuits.skip import skippable, skipping
 from ..errors import UserError
 from ..rundir import RunDir
 from ..tasks.base import answer_diff, diff_loss, flat_examples
@@ -293,20 +294,22 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
     abl = {f: torch.zeros(P) for f in flats}  # correct-minus-incorrect per prompt, node ablated
     base = {f: torch.zeros(P) for f in flats}  # the same, circuit only, from the same forwards
     order = torch.argsort(batch.last_pos, stable=True)
-    for start in range(0, P, chunk_prompts):
-        idx = order[start:start + chunk_prompts]
-        sub = batch.select(idx).to(_device(model))  # trimmed to this chunk's longest prompt
-        C, T = sub.tokens.shape
-        _, cache = model.run_with_cache(sub.tokens, names_filter=names, fwd_hooks=masked.hooks(keep[None]),
-                                        stop_at_layer=max(by_layer) + 1)
-        per = max(1, max_tokens // (C * T) - 1)  # ablated row groups per forward
-        for layer, group_all in sorted(by_layer.items()):
-            for g in range(0, len(group_all), per):
-                group = group_all[g:g + per]
-                diff = _group_diffs(model, masked, keep, cache[f"blocks.{layer}.hook_resid_pre"], layer, group, sub)
-                for r, f in enumerate(group, start=1):
-                    abl[f][idx] = diff[r]
-                    base[f][idx] = diff[0]
+    # sites the circuit ablates whole stay ablated with any node removed: their work is skipped
+    with skipping(skippable(model, nodes, keep)):
+        for start in range(0, P, chunk_prompts):
+            idx = order[start:start + chunk_prompts]
+            sub = batch.select(idx).to(_device(model))  # trimmed to this chunk's longest prompt
+            C, T = sub.tokens.shape
+            _, cache = model.run_with_cache(sub.tokens, names_filter=names, fwd_hooks=masked.hooks(keep[None]),
+                                            stop_at_layer=max(by_layer) + 1)
+            per = max(1, max_tokens // (C * T) - 1)  # ablated row groups per forward
+            for layer, group_all in sorted(by_layer.items()):
+                for g in range(0, len(group_all), per):
+                    group = group_all[g:g + per]
+                    diff = _group_diffs(model, masked, keep, cache[f"blocks.{layer}.hook_resid_pre"], layer, group, sub)
+                    for r, f in enumerate(group, start=1):
+                        abl[f][idx] = diff[r]
+                        base[f][idx] = diff[0]
     sign = orientation(batch)
     cal = circuit.calibration
 
