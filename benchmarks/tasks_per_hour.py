@@ -7,7 +7,10 @@ held-out items and runs the leak check on the training data once. Prints one JSO
 object; a task counts as learned at 80% held-out accuracy (pruning's own bar).
 
     python benchmarks/tasks_per_hour.py --presets cpu-small cpu-base --seeds 0 1 --dense \
-        --out runs/tasks-per-hour [--threads 2] [--n 200] [--set train.steps=...]
+        --out runs/tasks-per-hour [--threads 2] [--n 200] [--set train.steps=...] [--kept]
+
+With ``--kept`` each run's kept steps (``train.keep_checkpoints``; ``cpu-base`` keeps six)
+are scored too, under ``kept``: tasks learned against training minutes from one run.
 
 Each run lives in OUT/<preset>-s<seed>[-dense]; ``timing.json`` beside its weights keeps
 the measured training time, so a second call only re-scores.
@@ -51,7 +54,8 @@ def train_timed(preset: str, seed: int, dense: bool, out: Path, threads: int, se
     return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads": threads}
 
 
-def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: int, sets: list[str]) -> dict:
+def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: int, sets: list[str],
+            kept: bool = False) -> dict:
     out = root / f"{preset}-s{seed}{'-dense' if dense else ''}"
     timing_path = out / "timing.json"
     if not RunDir(out).weights.exists() or not timing_path.exists():
@@ -59,10 +63,9 @@ def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: in
         timing_path.write_text(json.dumps(timing))
     timing = json.loads(timing_path.read_text())
     run = load_run(out)
-    rows = evaluate_suite(run, list(TASKS), n=n)
+    acc = score(run, n)
     metrics, _ = RunDir(out).read_metrics()
     val = [m["val_loss"] for m in metrics if m.get("val_loss") is not None]
-    acc = {r["task"]: round(r["accuracy"], 4) for r in rows}
     # per-token losses of different tokenizers are not comparable; per byte of val text they are
     meta = json.loads((Path(run.config.data.data_dir) / "meta.json").read_text())
     per_byte = None if not val else val[-1] * meta["val_tokens"] / meta["val_bytes"]
@@ -74,7 +77,27 @@ def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: in
             "tokens": run.config.train.steps * run.config.train.batch_size * run.config.seq_len,
             "val_loss": val[-1] if val else None, "val_nats_per_byte": per_byte,
             "n_learned": len(learned), "learned": learned,
-            "accuracy": acc, "data_dir": run.config.data.data_dir}
+            "accuracy": acc, "data_dir": run.config.data.data_dir,
+            "kept": [score_kept(out, step, timing, n) for step in RunDir(out).kept_steps()] if kept else []}
+
+
+def score(run, n: int) -> dict[str, float]:
+    """Held-out accuracy of every task, ``n`` pairs each."""
+    return {r["task"]: round(r["accuracy"], 4) for r in evaluate_suite(run, list(TASKS), n=n)}
+
+
+def score_kept(out: Path, step: int, timing: dict, n: int) -> dict:
+    """The tasks learned by the weights kept at ``step``: one point of the tasks-against-time
+    curve. Its minutes are the run's training time times step / steps (evaluation and
+    checkpoint writes are spread evenly enough over the run for that)."""
+    run = load_run(out, checkpoint=step)
+    acc = score(run, n)
+    frac = step / run.config.train.steps
+    learned = sorted(t for t, a in acc.items() if a >= LEARNED_ACCURACY)
+    return {"step": step, "tokens": step * run.config.train.batch_size * run.config.seq_len,
+            "training_minutes_wall": round(frac * timing["wall_s"] / 60, 2),
+            "training_minutes_cpu": None if timing.get("cpu_s") is None else round(frac * timing["cpu_s"] / 60, 2),
+            "n_learned": len(learned), "learned": learned, "accuracy": acc}
 
 
 def main() -> None:
@@ -87,6 +110,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="held-out pairs per task (default 200)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
     ap.add_argument("--leak-items", type=int, default=200, help="held-out pairs per task in the leak check")
+    ap.add_argument("--kept", action="store_true",
+                    help="also score the weights kept during training (train.keep_checkpoints): tasks against time")
     ap.add_argument("--no-leak-check", action="store_true", help="skip the leak check (run it once per data dir)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +123,7 @@ def main() -> None:
             leaks[data].pop("leaks") if not leaks[data]["n_leaks"] else None
         for seed in args.seeds:
             for dense in ([False, True] if args.dense else [False]):
-                row = measure(preset, seed, dense, args.out, args.threads, args.n, args.set)
+                row = measure(preset, seed, dense, args.out, args.threads, args.n, args.set, kept=args.kept)
                 results.append(row)
                 print(f"{preset} seed {seed} density {row['density']:g}: {row['n_learned']}/20 learned, "
                       f"val {row['val_loss']:.3f}, {row['training_minutes_wall']} min wall "

@@ -29,6 +29,21 @@ def test_cpu_small_is_the_demo_model_of_the_readme():
     assert not m.pos_emb and m.attn_sink and not m.tied_unembed
 
 
+def test_cpu_base_is_the_demo_model_trained_six_times_longer():
+    """The hour preset differs from the demo's only in tokens and in the kept steps that
+    give the tasks-against-time curve; same shape, data, density, AbsTopK and learning rate."""
+    small, base = build_config("cpu-small"), build_config("cpu-base")
+    assert base.model == small.model and base.data == small.data
+    t = base.train
+    assert t.steps == 6 * small.train.steps and t.steps * t.batch_size * base.seq_len == 24_576_000
+    assert (t.density, t.lr, t.batch_size, t.seq_len) == (1 / 16, 0.1, 32, 64)
+    assert base.model.afrac == 0.25 and sorted(base.model.afrac_sites) == sorted(ACTIVATION_SITES)
+    assert t.kept_steps() == [2000, 4000, 6000, 8000, 10000, 12000]
+    # the schedule's own fractions are the demo's, so the two runs differ only in length
+    assert (t.warmup_frac, t.anneal_frac, t.anneal_kind, t.sharkfin) == (
+        small.train.warmup_frac, small.train.anneal_frac, small.train.anneal_kind, small.train.sharkfin)
+
+
 def test_paper_8l_is_the_papers_scale():
     cfg = build_config("paper-8L")
     m, t = cfg.model, cfg.train
