@@ -14,9 +14,8 @@ import json
 from dataclasses import asdict
 
 from ....circuits.circuit import Circuit
-from ....config import PruneSettings
-from ....errors import UserError
 from ..context import CheckContext, result
+from ..controls import control_circuit
 from ..registry import register
 
 NONSENSE_MIN_RATIO = 2.0
@@ -34,35 +33,10 @@ def _control_name(control) -> str:
 
 def _control_circuit(ctx: CheckContext) -> Circuit:
     """The nonsense task pruned with the circuit's own settings (cached in the run dir)."""
-    from ....circuits.prune import prune
-    from ....rundir import RunDir, circuit_key
-
-    s = {**asdict(PruneSettings()), **ctx.settings}
-    s["target_loss"] = ctx.target
-    s["ablation"] = ctx.ablation
     control = ctx.options.get("control")
     control = control if control is not None else CONTROL_TASK
-    name = _control_name(control)
-    run_dir = RunDir(ctx.run.path) if ctx.run.path else None
-    path = run_dir.control(name) if run_dir is not None else None
-    if path is not None:
-        cached = run_dir.fresh_circuit(path, circuit_key(name, ctx.prune_seed, s))
-        if cached is not None:
-            try:
-                return Circuit.from_json(cached, source=str(path))
-            except UserError:
-                pass  # not a circuit after all: pruned again below and replaced
     means = ctx.baseline if ctx.ablation == "mean" else None
-    circ = prune(ctx.run, control, target_loss=ctx.target, ablation=ctx.ablation, steps=int(s["steps"]),
-                 seed=ctx.prune_seed, force=True, k_coefs=list(s["k_coefs"]), n_train=int(s["n_train"]),
-                 n_test=int(s["n_test"]), progress=ctx.progress, name=name, means=means,
-                 curve_points=0)  # a control's loss-vs-size curve is never shown: not worth its time
-    if path is not None and run_dir.path.is_dir():
-        try:
-            circ.save(path)
-        except OSError:
-            pass  # a read-only run directory: the control is simply pruned again next time
-    return circ
+    return control_circuit(ctx, _control_name(control), ctx.run, control, means=means)
 
 
 @register("nonsense_control", order=50)

@@ -15,16 +15,14 @@ The controls' circuits are cached under ``RUN/controls/`` like the nonsense cont
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ....circuits.circuit import Circuit
-from ....config import PruneSettings
-from ....errors import UserError
 from ....model.gpt import GPT
 from ..context import CheckContext, result
+from ..controls import control_circuit, control_path
 from ..registry import register
 
 RANDOM_WEIGHTS_MIN_RATIO = 2.0
@@ -77,37 +75,17 @@ def _means(run, model: GPT) -> torch.Tensor:
         return compute_node_means(model, val_windows(val_tokens(run), 256, model.cfg.block_size))
 
 
-def control_circuit(ctx: CheckContext, kind: str) -> Circuit:
+def weights_control(ctx: CheckContext, kind: str) -> Circuit:
     """The task pruned on the ``kind`` control model ("random" or "shuffled"), cached."""
-    from ....circuits.prune import prune
-    from ....rundir import RunDir, circuit_key
     from ....run import Run
 
-    s = {**asdict(PruneSettings()), **ctx.settings, "target_loss": ctx.target, "ablation": ctx.ablation}
     name = f"{kind}_weights-{ctx.task_name}-seed{ctx.seed}"
-    run_dir = RunDir(ctx.run.path) if ctx.run.path else None
-    path = run_dir.control(name) if run_dir is not None else None
-    if path is not None:
-        cached = run_dir.fresh_circuit(path, circuit_key(name, ctx.prune_seed, s))
-        if cached is not None:
-            try:
-                return Circuit.from_json(cached, source=str(path))
-            except UserError:
-                pass  # not a circuit after all: pruned again below and replaced
+    path = control_path(ctx, name)
     model = (random_weights if kind == "random" else shuffled_weights)(ctx.model, ctx.seed)
     control = Run(path=path.parent if path is not None else Path(name), config=ctx.run.config, model=model,
                   tokenizer=ctx.run.tokenizer)
     means = _means(ctx.run, model) if ctx.ablation == "mean" else None
-    circ = prune(control, _task_arg(ctx), target_loss=ctx.target, ablation=ctx.ablation, steps=int(s["steps"]),
-                 seed=ctx.prune_seed, force=True, k_coefs=list(s["k_coefs"]), n_train=int(s["n_train"]),
-                 n_test=int(s["n_test"]), progress=ctx.progress, name=name, means=means,
-                 curve_points=0)  # a control's loss-vs-size curve is never shown: not worth its time
-    if path is not None and run_dir.path.is_dir():
-        try:
-            circ.save(path)
-        except OSError:
-            pass  # a read-only run directory: the control is pruned again next time
-    return circ
+    return control_circuit(ctx, name, control, _task_arg(ctx), means=means)
 
 
 @register("random_weights", order=55)
@@ -115,7 +93,7 @@ def check_random_weights(ctx: CheckContext) -> dict:
     real = max(ctx.circuit.n_nodes, 1)
     rows, flagged = {}, []
     for kind in KINDS:
-        c = control_circuit(ctx, kind)
+        c = weights_control(ctx, kind)
         met = bool(c.metrics.get("target_met", True))
         ratio = c.n_nodes / real
         rows[kind] = {"n_nodes": c.n_nodes, "n_edges": c.n_edges, "nodes_ratio": ratio, "target_met": met,
