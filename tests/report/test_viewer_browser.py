@@ -295,3 +295,54 @@ def test_labels_wait_until_zoomed_in_far_enough_to_read(browser, big_run):
     zoom, on_screen, on_labelled, labelled, total = page.evaluate(labels)
     assert zoom >= 0.6 and on_screen == on_labelled == labelled == total
     assert w.errors == []
+
+
+HOLD_TIMERS = """window.__held = [];
+(function () { const later = window.setTimeout;
+  window.setTimeout = function (f, ms) { if (ms) { return later(f, ms); } window.__held.push(f); return 0; }; })();"""
+
+INK_FILL = """(rgb) => { const c = document.querySelector('.viewer canvas.ink'), t = document.createElement('canvas');
+    t.width = c.width; t.height = c.height;
+    const g = t.getContext('2d', {willReadFrequently: true});
+    g.drawImage(c, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (Math.abs(d[i] - rgb[0]) + Math.abs(d[i + 1] - rgb[1]) + Math.abs(d[i + 2] - rgb[2]) <= 3 && d[i + 3] === 255) { n++; } }
+    return n; }"""
+
+NEURON_FILL = [0xdc, 0xfc, 0xe7]  # an MLP neuron box's fill: nothing else on the ink layer has it
+
+
+def test_large_circuit_is_painted_first_and_made_live_on_the_first_press(browser, big_run):
+    """Held before its boxes become elements (zero-delay timers kept back), the 1,000-node
+    page has painted them on the ink layer and offers no viewer API yet; a press on the
+    graph makes every box an element at once and clears the painted ones."""
+    w = PageWatch(browser)
+    page = w.page
+    page.add_init_script(HOLD_TIMERS)
+    page.goto((big_run / "report" / "circuit-generated.html").as_uri())
+    page.wait_for_function("() => performance.getEntriesByName('viewer-built').length === 1")
+    page.wait_for_function(f"() => ({INK_FILL})({NEURON_FILL}) > 100")  # the first frame, boxes painted
+    assert page.evaluate("window.circuitViewers === undefined")
+    page.locator(".viewer [data-role=graph]").dispatch_event("pointerdown")
+    page.evaluate("() => { const held = window.__held; window.__held = []; held.forEach(f => f()); }")
+    page.wait_for_function("() => window.circuitViewers && window.circuitViewers.length === 1")
+    want = page.evaluate("""() => { const d = JSON.parse(document.getElementById('circuit-data').textContent);
+        const folded = new Set(d.groups.flatMap(g => g.members));
+        return d.nodes.filter((n, i) => !folded.has(i)).length + d.groups.length; }""")
+    assert len(page.evaluate("() => window.circuitViewers[0].boxes()")) == want > 600
+    page.wait_for_function(f"() => ({INK_FILL})({NEURON_FILL}) === 0")  # no box painted twice
+    assert w.errors == [] and w.dialogs == []
+
+
+def test_large_circuit_becomes_live_by_itself(browser, big_run):
+    """Left alone, the page makes its boxes elements in steps after the first frame; the
+    marks the benchmark reads come in order."""
+    w = PageWatch(browser)
+    w.open(big_run / "report" / "circuit-generated.html")
+    page = w.page
+    page.wait_for_function("() => performance.getEntriesByName('viewer-ready').length === 1")
+    t = page.evaluate("() => ['viewer-built', 'viewer-drawn', 'viewer-ready'].map(m => performance.getEntriesByName(m)[0].startTime)")
+    assert t[0] <= t[1] <= t[2]
+    assert page.evaluate("window.circuitViewers[0].cy.nodes('.node').length") > 600
+    assert w.errors == [] and w.dialogs == []

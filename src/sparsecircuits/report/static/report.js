@@ -8,7 +8,11 @@
  * page draws at once. Cytoscape holds only the boxes (nodes, folded groups, supernodes);
  * links and the layer bands, head boxes and column titles are painted on one canvas
  * beneath it (the ink layer), because a Cytoscape element costs about half a millisecond
- * of CPU to style and paint and a large circuit has thousands of links. All text from
+ * of CPU to style and paint and a large circuit has thousands of links. For the same
+ * reason a circuit of more than DEFER_BOXES boxes opens with its boxes painted on the ink
+ * layer too; they become elements after the first frame, a few hundred per task (or all
+ * at once on the first press or key), so the page is on screen and pans and zooms before
+ * Cytoscape has styled any of them. All text from
  * the data goes in through textContent, setAttribute, Cytoscape labels or canvas
  * fillText, never through HTML parsing, so a token that looks like a tag stays text.
  */
@@ -43,14 +47,29 @@
       viewers.forEach(function (o) { if (o !== v) { o.pickById(id); } });
     };
   });
-  window.circuitViewers = viewers.map(function (v) { return v.api; });
-  // Read by benchmarks/viewer.py: "viewer-built" when the script is done, "viewer-ready"
+  // Read by benchmarks/viewer.py: "viewer-built" when the script is done, "viewer-drawn"
   // once the first frame (Cytoscape's and the ink layer's, both drawn in this frame's
-  // animation callbacks, which were requested earlier) is on screen.
-  if (window.performance && performance.mark) {
-    performance.mark("viewer-built");
-    requestAnimationFrame(function () { setTimeout(function () { performance.mark("viewer-ready"); }, 0); });
+  // animation callbacks, which were requested earlier) is on screen, and "viewer-ready"
+  // once every box is a Cytoscape element and drawn as one. ``window.circuitViewers``
+  // (for tests and scripts) appears with the elements.
+  function mark(name) {
+    if (window.performance && performance.mark) { performance.mark(name); }
   }
+  function afterFrame(fn) {
+    requestAnimationFrame(function () { setTimeout(fn, 0); });
+  }
+  mark("viewer-built");
+  afterFrame(function () { mark("viewer-drawn"); });
+  // A large circuit's boxes become elements after its first frame, LIVE_CHUNK per task,
+  // so that the page answers input in between.
+  var LIVE_CHUNK = 300;
+  function liveSteps() {
+    viewers.forEach(function (v) { v.liveStep(LIVE_CHUNK); });
+    if (!viewers.every(function (v) { return v.isLive(); })) { setTimeout(liveSteps, 0); return; }
+    window.circuitViewers = viewers.map(function (v) { return v.api; });
+    afterFrame(function () { mark("viewer-ready"); });
+  }
+  if (viewers.every(function (v) { return v.isLive(); })) { liveSteps(); } else { afterFrame(liveSteps); }
 
   // ---------------------------------------------------------------- small helpers
   function el(tag, cls, text) {
@@ -100,13 +119,15 @@
   // then the edges, batched by colour, opacity, dash and width so that a frame of
   // thousands of links is a few dozen strokes. ``setEdges`` takes what to draw, each
   // {x1, y1, x2, y2, width, color, alpha, dash, ref}; ``hit`` finds the edge under a point.
+  // ``setBoxes`` takes boxes to paint over the links, {x, y, w, h, fill, stroke, label}:
+  // a large circuit's first frame, painted before its boxes become Cytoscape elements.
   function makeInk(cy, container, layout, pr) {
     var canvas = document.createElement("canvas");
     canvas.className = "ink";
     canvas.setAttribute("aria-hidden", "true");
     container.insertBefore(canvas, container.firstChild);
     var ctx = canvas.getContext("2d");
-    var edges = [], batches = [], queued = false;
+    var edges = [], batches = [], boxes = [], queued = false;
 
     function schedule() {
       if (!queued) { queued = true; requestAnimationFrame(draw); }
@@ -124,6 +145,36 @@
       });
       batches.sort(function (a, b) { return a.alpha - b.alpha; });  // faded first, lit on top
       schedule();
+    }
+    function setBoxes(list) {
+      var byKey = {};
+      boxes = [];
+      list.forEach(function (b) {  // one path per fill and stroke: a few fills for hundreds of boxes
+        var key = b.fill + b.stroke;
+        if (!byKey[key]) { byKey[key] = { fill: b.fill, stroke: b.stroke, items: [] }; boxes.push(byKey[key]); }
+        byKey[key].items.push(b);
+      });
+      schedule();
+    }
+    function paintBoxes(zoom) {
+      ctx.lineWidth = 1.5;
+      boxes.forEach(function (b) {
+        ctx.beginPath();
+        b.items.forEach(function (r) {
+          var x = r.x - r.w / 2, y = r.y - r.h / 2;
+          if (ctx.roundRect) { ctx.roundRect(x, y, r.w, r.h, Math.min(8, r.w / 4, r.h / 4)); } else { ctx.rect(x, y, r.w, r.h); }
+        });
+        ctx.fillStyle = b.fill;
+        ctx.fill();
+        ctx.strokeStyle = b.stroke;
+        ctx.stroke();
+      });
+      if (11 * zoom < 7) { return; }  // labels as Cytoscape shows them: not below 7 px
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      boxes.forEach(function (b) {
+        b.items.forEach(function (r) { text(r.label, r.x, r.y, 11, "11px monospace", "#111827", zoom); });
+      });
     }
     function box(x, y, w, h) {
       ctx.beginPath();
@@ -191,6 +242,7 @@
       });
       ctx.globalAlpha = 1;
       ctx.setLineDash([]);
+      paintBoxes(zoom);
     }
     function hit(x, y, tol) {
       // The drawn edge nearest to model point (x, y) within tol (or its half width), or null.
@@ -204,7 +256,7 @@
       return best;
     }
     cy.on("viewport resize", schedule);
-    return { setEdges: setEdges, schedule: schedule, hit: hit };
+    return { setEdges: setEdges, setBoxes: setBoxes, schedule: schedule, hit: hit };
   }
 
   // ---------------------------------------------------------------- one viewer
@@ -258,20 +310,28 @@
     groups.forEach(function (g) { widths[Math.round(g.w || 116)] = true; });
     var hidden = { n: nodes.map(function () { return true; }), g: groups.map(function () { return false; }),
       ins: nodes.map(function () { return false; }) };
-    function nodeDef(i) {
+    function nodeDef(i, hide) {
       var n = nodes[i];
       var site = SITES[n.site] ? n.site : "unknown";
       return { group: "nodes", data: { id: "n" + i, label: n.label }, position: { x: n.x, y: n.y },
-        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (core[i] ? " core" : "") + (hidden.ins[i] ? " in-super" : "") };
+        classes: "node site-" + site + " w" + Math.round(n.w || 64) + (shared[i] ? " shared" : "") + (core[i] ? " core" : "") +
+          (hidden.ins[i] ? " in-super" : "") + (hide ? " hidden" : "") };
     }
-    var els = [];
-    nodes.forEach(function (n, i) {
-      if (!tokenGroups[i]) { els.push(nodeDef(i)); hidden.n[i] = false; }
-    });
-    groups.forEach(function (g, k) {
-      els.push({ group: "nodes", data: { id: "g" + k, label: g.label, w: g.w || 116 },
-        position: { x: g.x, y: g.y }, classes: "group site-" + g.side + " w" + Math.round(g.w || 116) });
-    });
+    function groupDef(k) {
+      var g = groups[k];
+      return { group: "nodes", data: { id: "g" + k, label: g.label, w: g.w || 116 }, position: { x: g.x, y: g.y },
+        classes: "group site-" + g.side + " w" + Math.round(g.w || 116) + (hidden.g[k] ? " hidden" : "") };
+    }
+    function superDef(s) {
+      return { group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w },
+        position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) };
+    }
+    nodes.forEach(function (n, i) { if (!tokenGroups[i]) { hidden.n[i] = false; } });
+    // A large circuit's boxes become elements only after its first frame, which the ink
+    // layer paints from the page data; until then Cytoscape moves the (empty) viewport, so
+    // the page pans and zooms at once. Styling hundreds of elements is most of the load.
+    var DEFER_BOXES = 200;
+    var live = false;
 
     var style = [
       { selector: "node", style: { "height": nodeH, "font-family": "monospace",
@@ -306,7 +366,6 @@
       minZoom: 0.01, maxZoom: 4, boxSelectionEnabled: true, autoungrabify: true,
       textureOnViewport: big, pixelRatio: big ? 1 : "auto", motionBlur: false
     });
-    cy.add(els);
     api.cy = cy;
     // Labels: Cytoscape measures a box's label for its bounds even when it is too small to
     // draw (under 7 px on screen), so a box gets its label (class "lbl") only once it is on
@@ -349,8 +408,41 @@
 
     // Element handles and their drawn state, kept here so that a refresh touches only what
     // changes, in a few collection calls (thousands of per-element calls cost seconds).
-    var nodeEls = nodes.map(function (n, i) { return hidden.n[i] ? null : cy.getElementById("n" + i); });
-    var groupEls = groups.map(function (g, k) { return cy.getElementById("g" + k); });
+    var nodeEls = nodes.map(function () { return null; });
+    var groupEls = groups.map(function () { return null; });
+    var liveQueue = null;  // element definitions not added yet, once goLive has started
+    function liveStep(count) {
+      // Adds up to ``count`` more boxes as elements. Every box that has or had a place on
+      // screen becomes one, in the state of the first step (the state changes only through
+      // the user, whose first press or key makes all of them at once: see goLive's callers).
+      if (live) { return; }
+      if (!liveQueue) {
+        liveQueue = [];
+        state.supers.forEach(function (s) { if (s.collapsed) { liveQueue.push(superDef(s)); } });
+        nodes.forEach(function (n, i) { if (!tokenGroups[i] || !hidden.n[i]) { liveQueue.push(nodeDef(i, hidden.n[i])); } });
+        groups.forEach(function (g, k) { liveQueue.push(groupDef(k)); });
+      }
+      cy.add(liveQueue.splice(0, count)).forEach(function (e) {
+        var id = e.id(), k = Number(id.slice(1));
+        if (id[0] === "n") { nodeEls[k] = e; } else if (id[0] === "g") { groupEls[k] = e; }
+      });
+      live = !liveQueue.length;
+      ink.setBoxes(live ? [] : pendingBoxes());
+      labelOnScreen();
+    }
+    function goLive() { liveStep(Infinity); }
+    function pendingBoxes() {  // what Cytoscape will draw once live, for the ink layer to paint until then
+      var out = [];
+      function put(p, w, site, label) {
+        var c = SITES[site] || ["#f3f4f6", "#9ca3af"];
+        out.push({ x: p.x, y: p.y, w: w, h: nodeH, fill: c[0], stroke: c[1], label: label });
+      }
+      nodes.forEach(function (n, i) { if (!hidden.n[i] && !nodeEls[i]) { put(n, n.w || 64, n.site, n.label); } });
+      groups.forEach(function (g, k) { if (!hidden.g[k] && !groupEls[k]) { put(g, g.w || 116, g.side, g.label); } });
+      if (liveQueue) { return out; }  // the supernodes are the first to be added
+      state.supers.forEach(function (s) { if (s.collapsed) { out.push({ x: s.x, y: s.y, w: s.w, h: nodeH, fill: "#fef3c7", stroke: SUPER, label: s.name }); } });
+      return out;
+    }
     var drawn = [];  // the edges on the ink layer: {a, b: source and target ids, w: weight, kind, li: link or -1, f: focus}
     var drawnCount = 0;
 
@@ -378,16 +470,17 @@
       nodes.forEach(function (n, i) {
         var s = supOf[i];
         var flag = !!(s && !s.collapsed);
+        if (!live) { hidden.ins[i] = flag; hidden.n[i] = repOf[i] !== "n" + i; return; }
         if (!nodeEls[i]) {  // a folded token never drawn yet: an element once it is to be drawn
           hidden.ins[i] = flag;
-          if (repOf[i] === "n" + i) { added.push(nodeDef(i)); hidden.n[i] = false; }
+          if (repOf[i] === "n" + i) { added.push(nodeDef(i, false)); hidden.n[i] = false; }
           return;
         }
         set(hidden.n, i, nodeEls[i], repOf[i] !== "n" + i);
         if (hidden.ins[i] !== flag) { hidden.ins[i] = flag; (flag ? inSuper : outSuper).push(nodeEls[i]); }
       });
       groups.forEach(function (g, k) {
-        set(hidden.g, k, groupEls[k], !!state.unfolded[k]);
+        if (live) { set(hidden.g, k, groupEls[k], !!state.unfolded[k]); } else { hidden.g[k] = !!state.unfolded[k]; }
         if (state.unfolded[k]) { return; }
         g.edges.forEach(function (e) {
           if (!passes(e[1], "io")) { return; }
@@ -406,17 +499,18 @@
         drawn.push({ a: e.a, b: e.b, w: e.w, kind: "super", li: -1 });
       });
       drawnCount = drawn.length;
+      if (live) { updateElements(hide, show, inSuper, outSuper, added); } else { ink.setBoxes(pendingBoxes()); }
+      q("edge-count").textContent = drawnCount + " of " + links.length + " links drawn";
+      updateFocus();
+    }
+    function updateElements(hide, show, inSuper, outSuper, added) {
       cy.startBatch();
       cy.remove(cy.nodes(".super"));
       if (hide.length) { cy.collection(hide).addClass("hidden"); }
       if (show.length) { cy.collection(show).removeClass("hidden"); }
       if (inSuper.length) { cy.collection(inSuper).addClass("in-super"); }
       if (outSuper.length) { cy.collection(outSuper).removeClass("in-super"); }
-      state.supers.forEach(function (s) {
-        if (!s.collapsed) { return; }
-        added.push({ group: "nodes", data: { id: "s" + s.id, label: s.name, w: s.w },
-          position: { x: s.x, y: s.y }, classes: "super w" + Math.round(s.w) });
-      });
+      state.supers.forEach(function (s) { if (s.collapsed) { added.push(superDef(s)); } });
       if (added.length) {
         cy.add(added).forEach(function (e) {
           var id = e.id();
@@ -425,8 +519,6 @@
       }
       cy.endBatch();
       labelOnScreen();
-      q("edge-count").textContent = drawnCount + " of " + links.length + " links drawn";
-      updateFocus();
     }
 
     // ---------------------------------------------------------------- selection and focus
@@ -514,6 +606,7 @@
       cy.center(ele);
     }
     function pick(i, centreIt) {
+      goLive();
       // Make node i drawable (unfold a group, expand nothing: a collapsed supernode stands for it).
       if (!nodeShown(i)) {
         state.unfolded[tokenGroups[i][0]] = true;
@@ -565,6 +658,7 @@
     }
     ["focus", "pointerdown", "keydown"].forEach(function (type) { searchBox.addEventListener(type, fillNames); });
     function search(text) {
+      goLive();
       var t = String(text || "").trim().toLowerCase();
       cy.nodes(".match").removeClass("match");
       if (!t) { searchInfo.textContent = ""; return []; }
@@ -603,9 +697,29 @@
     searchBox.addEventListener("change", function () { search(searchBox.value); });
 
     // ---------------------------------------------------------------- toolbar
-    function fit() {
-      var eles = cy.nodes().filter(function (n) { return !n.hasClass("hidden"); });
-      cy.fit(eles.length ? eles : cy.nodes(), 24);
+    function shownBox() {
+      // The model box around every drawn box, from the page data: asking Cytoscape would
+      // style every element first. 2 px each side for the border; null when nothing is drawn.
+      var b = { x1: Infinity, y1: Infinity, x2: -Infinity, y2: -Infinity };
+      function put(p, w) {
+        b.x1 = Math.min(b.x1, p.x - w / 2 - 2);
+        b.x2 = Math.max(b.x2, p.x + w / 2 + 2);
+        b.y1 = Math.min(b.y1, p.y - nodeH / 2 - 2);
+        b.y2 = Math.max(b.y2, p.y + nodeH / 2 + 2);
+      }
+      nodes.forEach(function (n, i) { if (!hidden.n[i]) { put(n, n.w || 64); } });
+      groups.forEach(function (g, k) { if (!hidden.g[k]) { put(g, g.w || 116); } });
+      state.supers.forEach(function (s) { if (s.collapsed) { put(s, s.w); } });
+      b.w = b.x2 - b.x1;
+      b.h = b.y2 - b.y1;
+      return b.w >= 0 ? b : null;
+    }
+    function fit() {  // as cy.fit(drawn boxes, 24 px padding)
+      var b = shownBox(), pad = 24, W = container.clientWidth, H = container.clientHeight;
+      if (!b) { return; }
+      var z = Math.min((W - 2 * pad) / Math.max(b.w, 1), (H - 2 * pad) / Math.max(b.h, 1));
+      z = Math.max(cy.minZoom(), Math.min(cy.maxZoom(), z));
+      cy.viewport({ zoom: z, pan: { x: (W - z * (b.x1 + b.x2)) / 2, y: (H - z * (b.y1 + b.y2)) / 2 } });
     }
     var slider = q("weight");
     var weightValue = q("weight-value");
@@ -1109,11 +1223,12 @@
     // A big circuit opens with its strongest DRAW_CAP links; the slider shows where, and goes to "all".
     var startPct = links.length > DRAW_CAP ? Math.ceil(100 * (1 - DRAW_CAP / links.length)) : 0;
     slider.value = String(startPct);
+    var startBoxes = nodes.filter(function (n, i) { return !hidden.n[i]; }).length + groups.length;
+    if (startBoxes <= DEFER_BOXES) { goLive(); }
     setThreshold(startPct);
     // A wide, short circuit gets a pane of its own shape instead of a tall empty one.
-    var shown = cy.nodes().filter(function (n) { return !n.hasClass("hidden"); });
-    if (shown.length) {
-      var bb = shown.boundingBox();
+    var bb = shownBox();
+    if (bb) {
       var want = container.clientWidth * (bb.h + 80) / Math.max(bb.w + 48, 1);
       if (want < container.clientHeight) {
         container.style.height = Math.max(320, Math.round(want)) + "px";
@@ -1130,7 +1245,18 @@
       try { wanted = decodeURIComponent(m[1]); } catch (e) { wanted = null; }
       nodes.forEach(function (n, i) { if (n.id === wanted) { startNode = i; } });
     }
-    if (startNode >= 0) { pick(startNode, true); } else { renderOverview(); }
+    if (startNode >= 0) { goLive(); pick(startNode, true); } else { renderOverview(); }
+    // Anything the user does beyond moving the view goes to live elements: the first
+    // press or key makes them at once if the scheduled goLive has not run yet.
+    ["pointerdown", "keydown", "focusin"].forEach(function (type) {
+      root.addEventListener(type, function (ev) {
+        var viewKey = type === "keydown" && /^(Arrow|[-+=_f0])/.test(ev.key);
+        if (live || (ev.target === container && (viewKey || type === "focusin"))) { return; }
+        goLive();
+      }, true);
+    });
+    self.liveStep = liveStep;
+    self.isLive = function () { return live; };
 
     api.fit = fit;
     api.search = search;
