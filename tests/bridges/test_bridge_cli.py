@@ -28,6 +28,16 @@ def test_bridged_run_is_an_ordinary_run_plus_bridges(bridged_run, dense_run):
     assert abs(rows[-1]["nonzero_frac"] - 0.25) < 1e-9  # the sparse model only; bridges stay dense
 
 
+def test_bridges_learn_at_the_dense_rate_and_the_terms_are_weighted(bridged_run):
+    """The sparse weights get the sharkfin rate (1/sqrt(density) = 2x at density 1/4), the
+    dense bridges the plain schedule; the recorded terms are unweighted, the spec says how."""
+    rows = [json.loads(ln) for ln in (bridged_run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert last["density"] == 0.25 and last["lr"] == pytest.approx(2 * last["bridge_lr"], rel=1e-12)
+    meta = json.loads((bridged_run / "bridge.json").read_text())
+    assert meta["nmse_coef"] == meta["kl_coef"] == 0.02 and meta["lr_scale"] == 1.0
+
+
 def test_resume_ends_as_an_uninterrupted_run(bridged_run, dense_run, tmp_path):
     out = tmp_path / "run"
     assert main(["bridge", "train", str(dense_run), "--out", str(out), "--preset", "cpu-tiny", *FAST,

@@ -63,6 +63,14 @@ def test_nmse_and_kl_by_hand():
     assert kl_from(b, b).item() == 0.0
 
 
+def test_nmse_denominator_is_a_constant_for_the_gradient():
+    """Whatever the target, predicting zero scores 1; only the numerator may move the target,
+    or the sparse model could lower its encoder term by growing its own residual stream."""
+    t = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    nmse(torch.zeros(1, 2), t).backward()
+    assert torch.allclose(t.grad, 2 * t.detach() / 25)
+
+
 def test_encoder_abstopk_keeps_k_entries():
     b = Bridges(BridgeSpec(n_layer=1, d_dense=8, d_sparse=12, encoder_k=3))
     out = b.bridges[0].encode(torch.randn(5, 8))

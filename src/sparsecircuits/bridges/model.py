@@ -96,9 +96,14 @@ class Bridges(nn.Module):
 
 
 def nmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||pred - target||^2 / ||target||^2 over all tokens: 0 iff equal, 1 for predicting zero."""
+    """||pred - target||^2 / ||target||^2 over all tokens: 0 iff equal, 1 for predicting zero.
+
+    The denominator is a constant for the gradient: the target is the sparse model's own
+    residual in the encoder's term, and with a live denominator the sparse model can lower
+    the loss by growing its residual stream instead of matching the encoder (the scale of
+    the twin's residual then drifts, and the decoders chase it)."""
     err = (pred.float() - target.float()).pow(2).sum()
-    return err / target.float().pow(2).sum().clamp_min(1e-12)
+    return err / target.detach().float().pow(2).sum().clamp_min(1e-12)
 
 
 def kl_from(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
