@@ -10,8 +10,11 @@ from circuit_fixtures import toy_examples
 from sparsecircuits.circuit_sizes import (
     exclusion_reason,
     geometric_mean,
+    internal_nodes,
+    jaccard,
     link_counts,
     link_kind,
+    met_on_heldout,
     size_summary,
     upgrade_circuit_json,
 )
@@ -89,6 +92,43 @@ def test_pruned_circuit_counts_weights_only_and_holds_out_each_size(toy_run):
         assert row["met_heldout"] == (row["test_loss"] <= row["target_loss"])
         assert row["met_heldout"]  # the 3-node circuit is exact on every item
     assert Circuit.from_json(json.loads(json.dumps(c.to_json()))).metrics["edge_count"] == "weights"
+
+
+def test_upgrading_an_old_file_leaves_its_rows_alone_and_takes_rows_without_a_count():
+    data = old_circuit_json()
+    data["metrics"]["size_vs_target"].append({"target_loss": 0.3, "n_nodes": 4})  # a row with no edge count
+    before = json.dumps(data, sort_keys=True)
+    upgraded = upgrade_circuit_json(data)
+    assert json.dumps(data, sort_keys=True) == before  # the rows of the input are not moved either
+    rows = upgraded["metrics"]["size_vs_target"]
+    assert rows[0]["n_edges"] is None and rows[0]["n_edges_old"] == 8
+    assert rows[1] == {"target_loss": 0.3, "n_nodes": 4}
+
+
+def test_held_out_verdict_and_exclusion_reasons_word_for_word():
+    met = {"circuit_loss": 0.1, "target_loss": 0.15, "n_edges": 7}
+    assert met_on_heldout(met) is True and met_on_heldout({**met, "circuit_loss": 0.15}) is True
+    assert met_on_heldout({**met, "circuit_loss": 0.16}) is False
+    for partial in ({"target_loss": 0.15}, {"circuit_loss": 0.1}, {"circuit_loss": True, "target_loss": 0.15},
+                    {"circuit_loss": float("nan"), "target_loss": 0.15}, {"circuit_loss": "0.1", "target_loss": 0.15}):
+        assert met_on_heldout(partial) is None and exclusion_reason(partial) == "no held-out loss"
+    assert exclusion_reason(met) is None  # not forced unless told
+    assert exclusion_reason(met, forced=True) == "forced: the model had not learned the task"
+    assert exclusion_reason({**met, "n_edges": None}) == "no edge count"
+    assert exclusion_reason({**met, "circuit_loss": 0.2}) == "missed target 0.15 on held-out items (0.200)"
+
+
+def test_internal_nodes_are_the_circuits_own_nodes_in_file_order():
+    """What stability, the timeline and the learned-vs-attribution overlap compare: every
+    node with an id except the embedding and logit ends, in the file's order."""
+    data = old_circuit_json()
+    ids = internal_nodes(data)
+    assert ids == [n["id"] for n in data["nodes"][1:-1]] and len(ids) == 8
+    odd = {"nodes": [{"id": 3, "site": "q"}, {"site": "k"}, "blocks.0.attn.hook_v:1", {"id": "logit:1", "site": "logit"},
+                     {"id": "embed:2", "site": "embed"}, {"id": "x", "site": None}]}
+    assert internal_nodes(odd) == ["3", "x"]  # ids as strings; entries without one skipped
+    assert internal_nodes({"nodes": {"id": "a"}}) == [] and internal_nodes({}) == []
+    assert jaccard(ids, ids[:4]) == 0.5 and jaccard(ids, []) == 0.0 and jaccard([], []) is None
 
 
 def test_geometric_mean_skips_circuits_that_missed_the_target_on_held_out_items():
