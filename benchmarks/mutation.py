@@ -22,7 +22,9 @@ out or crashed) and the survivors, each with mutmut's diff when ``--diffs`` is g
 
 ``--rev HEAD`` mutates the last commit rather than the working tree, ``--mutants`` reruns
 chosen mutants (say, an earlier run's survivors once a test is added), and
-``--budget-minutes`` bounds a slow module's run.
+``--budget-minutes`` bounds a slow module's run, and ``--sample N`` tests N mutants
+drawn at random (``--seed``) where all of them would take too long (the score is then
+over the sample; ``sampled_from`` says of how many).
 
 Not part of the test suite: run it on demand, like the other benchmarks.
 """
@@ -33,6 +35,7 @@ import fnmatch
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -55,11 +58,13 @@ CORE: dict[str, list[str]] = {
                             "tests/circuits/test_masking_mutants.py"],
     "circuits/prune.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
                           "tests/circuits/test_fast_paths.py", "tests/circuits/test_prune_optimiser.py",
-                          "tests/circuits/test_tie_qk.py"],
+                          "tests/circuits/test_tie_qk.py", "tests/circuits/test_prune_mutants.py"],
     "circuits/circuit.py": ["tests/circuits/test_prune.py", "tests/circuits/test_prune_faults.py",
                             "tests/circuits/test_cli_and_files.py", "tests/circuits/test_circuit_build.py"],
     "circuits/graph.py": ["tests/circuits/test_graph.py", "tests/circuits/test_graph_mutants.py",
                           "tests/circuits/test_prune.py"],
+    "circuit_sizes.py": ["tests/circuits/test_circuit_sizes.py", "tests/circuits/test_stability.py",
+                         "tests/circuits/test_cli_and_files.py"],
     "train/checkpoint.py": ["tests/train/test_checkpoint.py", "tests/train/test_checkpoint_state.py",
                             "tests/train/test_checkpoint_mutants.py"],
 }
@@ -172,14 +177,34 @@ def _mutmut(dest: Path, *args: str, budget: float | None = None) -> tuple[subpro
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err), True
 
 
+def _generate(dest: Path) -> list[str]:
+    """Write the module's mutants (as ``mutmut run`` does first) and return their names, running no test.
+
+    The names let a run test a random sample of the mutants (``--sample``) where testing
+    them all would not fit the time at hand.
+    """
+    code = ("import os; from mutmut.__main__ import copy_src_dir, copy_also_copy_files, setup_source_paths, "
+            "create_mutants, set_mutant_under_test; set_mutant_under_test('mutant_generation'); "
+            "os.makedirs('mutants', exist_ok=True); copy_src_dir(); copy_also_copy_files(); "
+            "setup_source_paths(); create_mutants(1)")
+    made = subprocess.run([sys.executable, "-c", code], cwd=dest, capture_output=True, text=True)
+    if made.returncode != 0:
+        sys.exit(f"mutation: generating the mutants failed: {made.stderr.strip()[-2000:]}")
+    listed, _ = _mutmut(dest, "results", "--all", "true")
+    return sorted(m.group(1) for m in map(STATUS_LINE.match, listed.stdout.splitlines()) if m)
+
+
 def run_module(module: str, tests: list[str], max_children: int, diffs: bool, keep: Path | None,
-               rev: str | None = None, only: list[str] | None = None, budget: float | None = None) -> dict:
+               rev: str | None = None, only: list[str] | None = None, budget: float | None = None,
+               sample: int | None = None, seed: int = 0) -> dict:
     """Mutate one module in a fresh copy and collect mutmut's verdicts.
 
     ``only``: mutant-name patterns (fnmatch, as ``mutmut run`` takes them, e.g.
     ``*.x_lr_at__mutmut_*``); the others are neither run nor reported.  ``budget``:
     seconds for ``mutmut run``; mutmut tests the mutants with the fastest tests first, so
     a run cut short has judged those, and reports the others as "not checked".
+    ``sample``: test only this many of the (matching) mutants, drawn at random with
+    ``seed``; the score is then killed / tested over the sample.
     """
     work = Path(tempfile.mkdtemp(prefix="mutation-"))
     try:
@@ -190,6 +215,13 @@ def run_module(module: str, tests: list[str], max_children: int, diffs: bool, ke
         undecorated = _undecorate_no_grad(work / PKG / module)
         _configure(work, module, tests)
         print(f"mutation: {module} against {' '.join(tests)}", file=sys.stderr, flush=True)
+        population = None
+        if sample is not None:
+            names = _generate(work)
+            if only:
+                names = [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in only)]
+            population = len(names)
+            only = sorted(random.Random(seed).sample(names, min(sample, len(names))))
         t0 = time.perf_counter()
         run, out_of_budget = _mutmut(work, "run", "--max-children", str(max_children), *(only or []), budget=budget)
         seconds = time.perf_counter() - t0
@@ -219,6 +251,7 @@ def run_module(module: str, tests: list[str], max_children: int, diffs: bool, ke
                                      and not ln.startswith(("---", "+++"))]
                 survivors.append(entry)
         return {"module": module, "tests": tests, "rev": rev or "working tree", "mutants": len(statuses),
+                "sampled_from": population, "seed": seed if sample is not None else None,
                 "undecorated": undecorated,
                 "counts": counts,
                 "score": round(detected / judged, 4) if judged else None, "seconds": round(seconds, 1),
@@ -247,7 +280,12 @@ def main() -> None:
     ap.add_argument("--budget-minutes", type=float,
                     help="stop each module's mutmut run after this long (the mutants with the fastest tests "
                          "come first; the rest are reported as not checked)")
+    ap.add_argument("--sample", type=int, metavar="N",
+                    help="test N mutants of each module drawn at random (of those --mutants matches), not all")
+    ap.add_argument("--seed", type=int, default=0, help="the random draw of --sample (default 0)")
     args = ap.parse_args()
+    if args.sample is not None and args.sample < 1:
+        ap.error("--sample must be at least 1")
     if args.mutants and len(args.module or []) != 1:
         ap.error("--mutants needs exactly one --module")
     try:
@@ -262,7 +300,8 @@ def main() -> None:
             ap.error(f"--rev {args.rev} is not a commit of {ROOT}")
         args.rev = found.stdout.strip()
     budget = None if args.budget_minutes is None else 60 * args.budget_minutes
-    out = [run_module(m, CORE[m], args.max_children, args.diffs, args.keep, args.rev, args.mutants, budget)
+    out = [run_module(m, CORE[m], args.max_children, args.diffs, args.keep, args.rev, args.mutants, budget,
+                      args.sample, args.seed)
            for m in modules]
     print(json.dumps({"tool": "mutmut", "modules": out}, indent=2))
 
