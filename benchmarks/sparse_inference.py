@@ -135,7 +135,8 @@ def one(shape: str, density: float, batch: int, seq_len: int, rounds: int, clock
     out["all_products_speedup"] = round(dense_ms / chosen_ms, 3)
     out["paths"] = {"forward": dict(Counter(p["forward"] for p in plan.products)),
                     "backward": dict(Counter(p["backward"] for p in plan.products)),
-                    "abstopk_sites": dict(Counter(s["path"] for s in plan.sites))}
+                    "abstopk_sites": dict(Counter(s["path"] for s in plan.sites)),
+                    "abstopk_sites_no_grad": dict(Counter(s.get("no_grad_path", s["path"]) for s in plan.sites))}
     out["slower_than_dense"] = slower
     out["products"] = products
     return out

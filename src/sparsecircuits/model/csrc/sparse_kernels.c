@@ -164,7 +164,9 @@ static uint32_t kth_largest(const uint32_t *m, int64_t n, int64_t k, uint32_t *c
  * (compared as bit patterns, as gpt.abstopk does on the CPU), else 0.0; out = x * keep.
  * keep is float, as gpt.abstopk's mask, so the backward is the same single multiply.  amb[r] = 1 when the k-th largest magnitude is tied with
  * an entry outside the k: the kept set is then not unique and this function keeps every
- * tied entry, so the caller must redo that row with the tie rule it wants.
+ * tied entry, so the caller must redo that row with the tie rule it wants.  amb[r] = 2
+ * when that magnitude is zero (the row has fewer than k nonzeros): out is then x itself,
+ * whichever zeros a tie rule keeps, so only a caller that needs keep must redo the row.
  * scratch: 2 * w uint32. */
 void abstopk_rows(const float *restrict x, float *restrict out, float *restrict keep, uint8_t *restrict amb,
                   int64_t w, int64_t k, int64_t r0, int64_t r1, uint32_t *restrict scratch)
@@ -187,6 +189,6 @@ void abstopk_rows(const float *restrict x, float *restrict out, float *restrict 
             krow[i] = (float)on;
             orow[i] = xr[i] * (float)on; /* the mask multiply of gpt.abstopk: same zeros, signs, NaNs */
         }
-        amb[r] = kept != k;
+        amb[r] = kept == k ? 0 : (t == 0 ? 2 : 1);
     }
 }
