@@ -16,6 +16,7 @@ from ..circuit_sizes import internal_nodes, upgrade_circuit_json
 from ..errors import UserError
 from ..io import read_json
 from ..rundir import ANNOTATIONS, CIRCUIT, CIRCUITS, METRICS, STABILITY, RunDir, stability_matches
+from .bridges import read_bridge_report
 
 INDEX = "index.html"
 
@@ -44,6 +45,7 @@ class RunData:
     warnings: list[str] = field(default_factory=list)
     measures: dict = field(default_factory=dict)  # eval.json's "measures", when present
     timelines: dict[str, dict] = field(default_factory=dict)  # timelines/TASK.json by task (`timeline`)
+    bridge: dict | None = None  # a bridged run's pair, errors and steering curves (report/bridges.py)
 
 
 def _read_json_soft(path: Path) -> tuple[Any, str | None]:
@@ -102,7 +104,9 @@ def load_run_data(run_dir: str | Path) -> RunData:
     evaluation = _soft(rd.read_eval, warnings) or {}
     measures = evaluation["measures"] if isinstance(evaluation.get("measures"), dict) else {}
     timelines = {t: r for t in rd.timeline_tasks() if (r := _soft(lambda t=t: rd.read_timeline(t), warnings))}
-    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures, timelines)
+    bridge = read_bridge_report(rd, _read_json_soft, warnings)
+    return RunData(path, path.resolve().name, config, metrics, tasks, circuits, warnings, measures, timelines,
+                   bridge)
 
 
 def _soft(read, warnings: list[str]):

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..circuit_sizes import size_summary
+from .bridges import pair_section, steering_section
 from .charts import svg_line_chart
 from .format import _cards, _config_tables, _e, _flatten, _fmt, _loss, _pct, _si, _table, _value_html
 from .frame import _page
@@ -160,7 +161,7 @@ def render_index(run: RunData) -> str:
     body = (f"<header class=\"top\"><h1>{_e(run.name)}</h1><span class=\"muted\">sparsecircuits run report</span></header>"
             f"<main>{cards}{warn}"
             f"<section><h2>Training</h2>{_training_charts(m)}</section>"
-            f"{_measures_section(run.measures)}"
+            f"{_measures_section(run.measures)}{pair_section(run.bridge)}"
             f"<section><h2>Tasks and circuits</h2>{_task_table(run)}</section>"
             f"{methods_section(run)}"
             f"{timelines_section(run.timelines, {c.task: c.page for c in run.circuits if c.data and not variant_of(c)})}"
@@ -319,6 +320,7 @@ def render_circuit(run: RunData, entry: CircuitEntry) -> str:
         f"<p class=\"muted\">{_e(_VIEWER_HELP)} ({n_detail} of {len(nodes)} nodes have details.)</p>"
         f"{viewer_html()}</section>"
         f"{_checks_table(data.get('checks'))}{stability_section(entry.stability, len(payload['core']))}"
+        f"{steering_section(run.bridge, entry.task)}"
         f"{_circuit_charts(m)}{settings_html}</main>"
     )
     return _page(f"{entry.task} \u2014 circuit \u2014 {run.name}", body, data=payload, script=True,
