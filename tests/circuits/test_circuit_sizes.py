@@ -8,6 +8,7 @@ import pytest
 
 from circuit_fixtures import toy_examples
 from sparsecircuits.circuit_sizes import (
+    counts_from_kinds,
     exclusion_reason,
     geometric_mean,
     internal_nodes,
@@ -59,6 +60,12 @@ def test_link_kinds():
     assert link_kind("mlp_out", "attn_in") == link_kind("attn_out", "mlp_in") == "residual"
     assert link_kind("q", "k") == "qk"
     assert link_kind("embed", "mlp_in") == "embed" and link_kind("attn_out", "logit") == "logit"
+    # a read to a read, a write to a write, k to q: none is a link the graph draws
+    assert link_kind("attn_in", "mlp_in") == link_kind("mlp_out", "attn_out") == link_kind("k", "q") == "other"
+    assert link_kind(None, None) == "other"
+    # kinds that are not counted ("other", or one this version does not know) change no count
+    assert counts_from_kinds(["weight", "qk", "other", "weight", "future", "embed"]) == {
+        "n_edges": 2, "n_residual_links": 0, "n_qk_pairs": 1, "n_io_edges": 1, "n_edges_with_io": 3}
 
 
 def test_old_file_is_recomputed_from_its_links_and_marked():
