@@ -1,5 +1,8 @@
 """Pruning properties the main tests leave open (found by benchmarks/mutation.py).
 
+The bisection scores circuits on a probe of the train items: evenly spaced whole groups
+(a pair's two prompts together), so every prompt length is represented.
+
 ``prune --search`` scores each trial with ``_candidate`` and ``heldout_loss``, outside
 ``prune()``: they must give what ``prune()`` itself reports for the same k_coef and seed.
 """
@@ -11,6 +14,7 @@ from circuit_fixtures import toy_examples
 
 from sparsecircuits.circuits.prune import (
     _candidate,
+    _TaskData,
     _candidates,
     _prepare,
     finish,
@@ -47,3 +51,28 @@ def test_heldout_loss_is_the_circuits_reported_loss_and_accuracy(ctx_and_setting
     assert cand["k"] == 3 and acc == 1.0 and loss < 0.15  # the toy circuit, exact on the test items
     moved = dict(cand, k=cand["k"] - 1)  # one node short of the 3-node circuit: worse on the test items
     assert heldout_loss(ctx, moved, s)[0] > loss
+
+
+class _Rows:
+    """Stands in for a TaskBatch: ``select`` by index tensor, ``len``."""
+
+    def __init__(self, ids) -> None:
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, idx: torch.Tensor) -> "_Rows":
+        return _Rows(self.ids[i] for i in idx.tolist())
+
+
+def test_the_probe_is_evenly_spaced_whole_groups():
+    pairs = _TaskData("t", _Rows(range(20)), None, group=2)  # 10 pairs, sorted by length
+    assert pairs.n_train_groups == 10
+    assert pairs.probe(4).ids == [0, 1, 6, 7, 12, 13, 18, 19]  # pairs 0, 3, 6 and 9: first and last included
+    assert pairs.probe(3).ids == [0, 1, 8, 9, 18, 19]
+    assert pairs.probe(1).ids == [0, 1]
+    everything = pairs.train
+    assert pairs.probe(10) is everything and pairs.probe(11) is everything
+    single = _TaskData("t", _Rows(range(5)), None, group=1)
+    assert single.probe(2).ids == [0, 4] and single.probe(4).ids == [0, 1, 3, 4]
