@@ -133,12 +133,14 @@ class _TaskData:
 
 
 def _resolve_task(run, task, name: str | None, s: PruneSettings, seed: int) -> _TaskData:
-    """A task name or a list of examples/pairs (a user task, a quarter held out) -> encoded
-    train and test batches."""
+    """A task name, a task object with ``generate(n, seed, split)`` (e.g. ``tasks.context.ContextTask``)
+    or a list of examples/pairs (a user task, a quarter held out) -> encoded train and test batches."""
     if isinstance(task, str):
         from ..tasks.python_tasks import get_task
 
         t = get_task(task)
+    elif hasattr(task, "generate"):
+        t = task
     else:
         from ..tasks.user import ExamplesTask
 

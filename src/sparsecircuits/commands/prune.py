@@ -74,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a pruning setting, e.g. lr=3e-3, beta2=0.95, grad_clip=1, lr_decay=constant, "
                         "warmup_frac=0.05, tau_init_mean=0.1, tau_init_std=0.01, temperature=1, weight_decay=1e-3 "
                         "(repeatable; see PruneSettings)")
+    p.add_argument("--context-tokens", type=int, default=None, metavar="N",
+                   help="prune on prompts behind whole lines of validation code, each up to N tokens (as tasks eval "
+                        "--context-tokens); the circuit goes to RUN/circuits/TASK@ctxN/, beside the short-prompt one")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data dir with the run's val.bin for --context-tokens (default: the run's own)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s = p.add_argument_group("hyperparameter search")
     s.add_argument("--search", type=int, default=None, metavar="N",
@@ -169,6 +174,15 @@ def _searcher(args: argparse.Namespace):
     return run_search
 
 
+def _with_context(run_, tasks: list, args: argparse.Namespace) -> list:
+    """``(name, task)`` pairs -> the same tasks behind validation code (``tasks/context.py``)."""
+    from ..tasks.context import context_task
+    from ..tasks.user import ExamplesTask
+
+    return [(name, context_task(run_, task if isinstance(task, str) else ExamplesTask(name, task),
+                                args.context_tokens, seed=args.seed, data_dir=args.data)) for name, task in tasks]
+
+
 def _failed_search(exc, run_dir: RunDir, task: str) -> UserError:
     """Keep a failed search's trials in ``search.json`` and say where."""
     path = run_dir.write_search(task, exc.record)
@@ -187,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("prune needs --task NAME, --tasks-file FILE or --all-tasks")
     if args.name and not args.tasks_file:
         raise UserError("--name goes with --tasks-file")
+    if args.context_tokens is not None:
+        if args.context_tokens < 1:
+            raise UserError(f"--context-tokens must be >= 1, got {args.context_tokens}")
+        if args.method != "learned":
+            raise UserError("--context-tokens goes with the learned masks, not --method attribution")
+    elif args.data is not None:
+        raise UserError("--data goes with --context-tokens N")
     kwargs = dict(target_loss=args.target_loss, ablation=args.ablation, steps=args.steps, seed=args.seed,
                   force=args.force, k_coefs=_k_coefs(args.k_coefs), progress=not args.no_progress,
                   threads=args.threads, **settings_overrides(args.overrides))
@@ -223,6 +244,9 @@ def run(args: argparse.Namespace) -> int:
     run_ = load_run(args.run_dir, checkpoint=args.checkpoint)
     run_dir = RunDir(run_.path)  # a kept step's own folder with --checkpoint
     variant = None if searcher is not None or args.method == "learned" else args.method
+    if args.context_tokens is not None:
+        tasks = _with_context(run_, tasks, args)
+        variant = f"ctx{args.context_tokens}"
 
     results, skipped = [], []
     for name, task in tasks:
@@ -237,12 +261,14 @@ def run(args: argparse.Namespace) -> int:
         except UserError as exc:  # not learned, an answer this tokenizer splits, or a failed search
             kind = "not learned" if isinstance(exc, NotLearnedError) else "error"
             if hasattr(exc, "record"):
-                exc, kind = _failed_search(exc, run_dir, name), "target not met"
+                exc, kind = _failed_search(exc, run_dir, variant_folder(name, variant)), "target not met"
             if not args.all_tasks:
                 raise exc from None
             skipped.append({"task": name, "reason": str(exc), "kind": kind})
             print(f"skipping {name}: {exc}", file=sys.stderr)
             continue
+        if args.context_tokens is not None:
+            circuit.metrics["context_tokens"] = args.context_tokens
         path = circuit.save(run_dir.circuit(variant_folder(name, variant)))
         print(_summary_line(circuit, path))
         if stability is not None:

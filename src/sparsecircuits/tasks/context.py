@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import UserError
-from .base import TaskExample
+from .base import TaskExample, TaskItem
 
 # A line that starts with a name or a decorator, at any indentation: where a snippet starts.
 _STATEMENT_START = re.compile(r"^[ \t]*[A-Za-z_@]", re.M)
@@ -81,7 +81,7 @@ class CodeContext:
     """
 
     def __init__(self, tokens: np.ndarray, eot_id: int, decode: Callable[[list[int]], str], span: int,
-                 seed: int = 0) -> None:
+                 seed: int | str = 0) -> None:
         if len(tokens) < 2:
             raise UserError("the validation split is too small to draw code context from")
         self.tokens, self.eot_id, self.decode, self.span, self.seed = tokens, eot_id, decode, span, seed
@@ -163,3 +163,48 @@ def val_context(run, data_dir: str | Path | None = None, n_tokens: int = 256, se
     shards = TokenShards(run_data_dir(run, data_dir))
     tok = load_tokenizer(shards.tokenizer_path)
     return CodeContext(shards.val, shards.eot_id, tok.decode, span=3 * n_tokens + 64, seed=seed)
+
+
+class ContextTask:
+    """A task whose every pair stands behind validation code (``with_code_context``): what
+    ``prune --context-tokens N`` prunes on, so a circuit can be sized at long context.
+
+    ``generate(n, seed, split)`` is the task's own items with code before each pair. The
+    test split draws its code with ``test_context`` (built with the items' seed it gives
+    pair ``i`` the same code as ``tasks eval --context-tokens`` does); the train split with
+    ``train_context``, drawn apart, so train and test prompts never share their code by
+    construction. Answers are unchanged. Picklable (the tokenizer and the validation
+    tokens travel with it), so search workers rebuild the same items.
+    """
+
+    def __init__(self, task, tokenizer, n_tokens: int, test_context: CodeContext,
+                 train_context: CodeContext) -> None:
+        self.task, self.tokenizer, self.n_tokens = task, tokenizer, int(n_tokens)
+        self.contexts = {"test": test_context, "train": train_context}
+        self.name = task.name
+
+    def generate(self, n: int, seed: int = 0, split: str = "train") -> list[TaskItem]:
+        from .base import flatten
+
+        items = self.task.generate(n, seed=seed, split=split)
+        context = self.contexts["test" if split == "test" else "train"]
+        flat = with_code_context(flatten(items), self.tokenizer, context, self.n_tokens)
+        return [TaskItem(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def __repr__(self) -> str:
+        return f"ContextTask({self.name!r}, {self.n_tokens} tokens)"
+
+
+def context_task(run, task, n_tokens: int, seed: int = 0, data_dir: str | Path | None = None) -> ContextTask:
+    """``task`` (a built-in name or a ``Task``) behind up to ``n_tokens`` tokens of the run's
+    validation code; ``n_tokens`` must be within the model's context (UserError)."""
+    block = run.model.cfg.block_size
+    if not 1 <= n_tokens <= block:
+        raise UserError(f"context tokens must be between 1 and the model's context of {block}, got {n_tokens}")
+    if isinstance(task, str):
+        from .python_tasks import get_task
+
+        task = get_task(task)
+    test = val_context(run, data_dir, n_tokens=n_tokens, seed=seed)
+    train = CodeContext(test.tokens, test.eot_id, test.decode, span=test.span, seed=f"train/{seed}")
+    return ContextTask(task, run.tokenizer, n_tokens, test, train)
