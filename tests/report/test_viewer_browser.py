@@ -336,8 +336,8 @@ def test_large_circuit_is_painted_first_and_made_live_on_the_first_press(browser
 
 
 def test_large_circuit_becomes_live_by_itself(browser, big_run):
-    """Left alone, the page makes its boxes elements in steps after the first frame; the
-    marks the benchmark reads come in order."""
+    """Left alone, the page makes its boxes elements after the first frame; the marks the
+    benchmark reads come in order."""
     w = PageWatch(browser)
     w.open(big_run / "report" / "circuit-generated.html")
     page = w.page

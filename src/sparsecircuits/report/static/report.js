@@ -10,8 +10,8 @@
  * beneath it (the ink layer), because a Cytoscape element costs about half a millisecond
  * of CPU to style and paint and a large circuit has thousands of links. For the same
  * reason a circuit of more than DEFER_BOXES boxes opens with its boxes painted on the ink
- * layer too; they become elements after the first frame, a few hundred per task (or all
- * at once on the first press or key), so the page is on screen and pans and zooms before
+ * layer too; they become elements in the task after the first frame (or on the first
+ * press or key, if that comes sooner), so the page is on screen and pans and zooms before
  * Cytoscape has styled any of them. All text from
  * the data goes in through textContent, setAttribute, Cytoscape labels or canvas
  * fillText, never through HTML parsing, so a token that looks like a tag stays text.
@@ -60,16 +60,13 @@
   }
   mark("viewer-built");
   afterFrame(function () { mark("viewer-drawn"); });
-  // A large circuit's boxes become elements after its first frame, LIVE_CHUNK per task,
-  // so that the page answers input in between.
-  var LIVE_CHUNK = 300;
-  function liveSteps() {
-    viewers.forEach(function (v) { v.liveStep(LIVE_CHUNK); });
-    if (!viewers.every(function (v) { return v.isLive(); })) { setTimeout(liveSteps, 0); return; }
+  // A large circuit's boxes become elements after its first frame.
+  function allLive() {
+    viewers.forEach(function (v) { v.goLive(); });
     window.circuitViewers = viewers.map(function (v) { return v.api; });
     afterFrame(function () { mark("viewer-ready"); });
   }
-  if (viewers.every(function (v) { return v.isLive(); })) { liveSteps(); } else { afterFrame(liveSteps); }
+  if (viewers.every(function (v) { return v.isLive(); })) { allLive(); } else { afterFrame(allLive); }
 
   // ---------------------------------------------------------------- small helpers
   function el(tag, cls, text) {
@@ -410,36 +407,30 @@
     // changes, in a few collection calls (thousands of per-element calls cost seconds).
     var nodeEls = nodes.map(function () { return null; });
     var groupEls = groups.map(function () { return null; });
-    var liveQueue = null;  // element definitions not added yet, once goLive has started
-    function liveStep(count) {
-      // Adds up to ``count`` more boxes as elements. Every box that has or had a place on
-      // screen becomes one, in the state of the first step (the state changes only through
-      // the user, whose first press or key makes all of them at once: see goLive's callers).
+    function goLive() {
+      // Every box that has or had a place on screen becomes an element, in its current
+      // state. In one go: added in steps, each step cost another full Cytoscape frame.
       if (live) { return; }
-      if (!liveQueue) {
-        liveQueue = [];
-        state.supers.forEach(function (s) { if (s.collapsed) { liveQueue.push(superDef(s)); } });
-        nodes.forEach(function (n, i) { if (!tokenGroups[i] || !hidden.n[i]) { liveQueue.push(nodeDef(i, hidden.n[i])); } });
-        groups.forEach(function (g, k) { liveQueue.push(groupDef(k)); });
-      }
-      cy.add(liveQueue.splice(0, count)).forEach(function (e) {
+      live = true;
+      var defs = [];
+      state.supers.forEach(function (s) { if (s.collapsed) { defs.push(superDef(s)); } });
+      nodes.forEach(function (n, i) { if (!tokenGroups[i] || !hidden.n[i]) { defs.push(nodeDef(i, hidden.n[i])); } });
+      groups.forEach(function (g, k) { defs.push(groupDef(k)); });
+      cy.add(defs).forEach(function (e) {
         var id = e.id(), k = Number(id.slice(1));
         if (id[0] === "n") { nodeEls[k] = e; } else if (id[0] === "g") { groupEls[k] = e; }
       });
-      live = !liveQueue.length;
-      ink.setBoxes(live ? [] : pendingBoxes());
+      ink.setBoxes([]);
       labelOnScreen();
     }
-    function goLive() { liveStep(Infinity); }
     function pendingBoxes() {  // what Cytoscape will draw once live, for the ink layer to paint until then
       var out = [];
       function put(p, w, site, label) {
         var c = SITES[site] || ["#f3f4f6", "#9ca3af"];
         out.push({ x: p.x, y: p.y, w: w, h: nodeH, fill: c[0], stroke: c[1], label: label });
       }
-      nodes.forEach(function (n, i) { if (!hidden.n[i] && !nodeEls[i]) { put(n, n.w || 64, n.site, n.label); } });
-      groups.forEach(function (g, k) { if (!hidden.g[k] && !groupEls[k]) { put(g, g.w || 116, g.side, g.label); } });
-      if (liveQueue) { return out; }  // the supernodes are the first to be added
+      nodes.forEach(function (n, i) { if (!hidden.n[i]) { put(n, n.w || 64, n.site, n.label); } });
+      groups.forEach(function (g, k) { if (!hidden.g[k]) { put(g, g.w || 116, g.side, g.label); } });
       state.supers.forEach(function (s) { if (s.collapsed) { out.push({ x: s.x, y: s.y, w: s.w, h: nodeH, fill: "#fef3c7", stroke: SUPER, label: s.name }); } });
       return out;
     }
@@ -1255,7 +1246,7 @@
         goLive();
       }, true);
     });
-    self.liveStep = liveStep;
+    self.goLive = goLive;
     self.isLive = function () { return live; };
 
     api.fit = fit;
