@@ -26,7 +26,7 @@ def _noisy_examples(n: int = 48) -> list[TaskExample]:
 
 
 def _strip(trials):
-    return [{k: v for k, v in t.items() if k != "seconds"} for t in trials]
+    return [{k: v for k, v in t.items() if k not in ("seconds", "cpu_seconds")} for t in trials]
 
 
 def test_search_keeps_the_fewest_edges_among_trials_passing_on_heldout_items(toy_run, monkeypatch):
@@ -83,6 +83,21 @@ def test_search_is_reproducible_for_a_seed(toy_run):
     c = search(toy_run, toy_examples(32), 4, batch=2, seed=4, **FAST)
     assert [t["params"] for t in c.metrics["search"]["trials"][3:]] != \
         [t["params"] for t in a.metrics["search"]["trials"][3:]]  # the seed drives the sampler
+
+
+def test_a_shorter_search_runs_the_first_trials_of_a_longer_one(toy_run, monkeypatch):
+    # what lets benchmarks/search_budget.py read budget N off the first N trials of one search;
+    # TPE from the third trial on, so the proposals after the defaults are modelled, not random
+    monkeypatch.setattr(search_mod, "STARTUP_TRIALS", 2)
+    logged = []
+    short = search(toy_run, toy_examples(32), 5, batch=2, seed=1, **FAST)
+    long = search(toy_run, toy_examples(32), 6, batch=2, seed=1, on_trial=logged.append, **FAST)
+    first = _strip(long.metrics["search"]["trials"])[:5]
+    assert _strip(short.metrics["search"]["trials"]) == first
+    assert short.metrics["search"]["best_trial"] == best_trial(first)["number"]
+    assert all(t["cpu_seconds"] > 0 for t in long.metrics["search"]["trials"])
+    # on_trial saw every trial, in order, without the mask values
+    assert _strip(logged) == _strip(long.metrics["search"]["trials"]) and "tau" not in logged[0]
 
 
 def test_search_never_returns_a_circuit_missing_the_target_unless_forced(toy_run):

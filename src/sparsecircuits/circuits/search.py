@@ -35,6 +35,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
@@ -43,6 +44,7 @@ import torch
 from ..config import TARGET_LOSS
 from ..errors import UserError
 from .circuit import Circuit
+from .frozen import kernel_sites
 from .graph import count_edges
 from .prune import (
     _Context,
@@ -142,13 +144,17 @@ class _Job:
 
 
 _CONTEXTS: dict[str, _Context] = {}  # per worker process: the job's context, built once
+_KERNELS = ExitStack()  # per worker process: the job model's AbsTopK sites on the C kernel
 
 
 def _context(job: _Job) -> _Context:
     ctx = _CONTEXTS.get(job.key)
     if ctx is None:
         _CONTEXTS.clear()  # one search at a time per worker
+        _KERNELS.close()
         with _threads(job.threads):
+            # the worker's own copy of the model stays on the kernel for the job's trials
+            _KERNELS.enter_context(kernel_sites(job.run.model))
             ctx = _prepare(job.run, job.task, job.settings, seed=job.seed, force=True, name=job.name,
                            means=job.means, t0=time.perf_counter())
         _CONTEXTS[job.key] = ctx
@@ -156,8 +162,12 @@ def _context(job: _Job) -> _Context:
 
 
 def run_trial(ctx: _Context, base, params: dict, seed: int, threads: int = 0) -> dict:
-    """One pruning run with ``params``: its circuit's size and held-out loss, and its ``tau``."""
-    t0 = time.perf_counter()
+    """One pruning run with ``params``: its circuit's size and held-out loss, and its ``tau``.
+
+    ``cpu_seconds`` is the process's CPU time over the trial (a worker runs one trial at a
+    time, so on a loaded machine it is the trial's own cost where wall time is not).
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
     s = replace(base, k_coefs=[float(params["k_coef"])], **settings_params(params))
     s.validate()
     with _threads(threads), _frozen(ctx.model):
@@ -166,7 +176,8 @@ def run_trial(ctx: _Context, base, params: dict, seed: int, threads: int = 0) ->
     return {"seed": seed, "n_nodes": cand["k"], "n_edges": cand["edges"], "n_open": cand["n_open"],
             "train_loss": cand["train_loss"], "train_met": cand["met"], "heldout_loss": loss,
             "heldout_accuracy": acc, "met": bool(cand["met"] and loss <= s.target_loss),
-            "seconds": round(time.perf_counter() - t0, 3), "tau": cand["tau"], "curve": cand["curve"]}
+            "seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(time.process_time() - c0, 3),
+            "tau": cand["tau"], "curve": cand["curve"]}
 
 
 def _job_trial(job: _Job, params: dict, seed: int) -> dict:
@@ -296,7 +307,8 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
            batch: int = DEFAULT_BATCH, target_loss: float = TARGET_LOSS, ablation: str = "mean",
            steps: int | None = None, seed: int = 0, force: bool = False, k_coefs: Sequence[float] | None = None,
            n_train: int = 256, n_test: int = 128, progress: bool = True, name: str | None = None,
-           means: torch.Tensor | None = None, **overrides) -> Circuit:
+           means: torch.Tensor | None = None, on_trial: Callable[[dict], None] | None = None,
+           **overrides) -> Circuit:
     """``n_trials`` pruning runs over ``SPACE``; the smallest circuit meeting the target on held-out items.
 
     ``jobs`` local processes run each round's trials (``0``: one per core), or Ray tasks on
@@ -304,7 +316,9 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
     trial meets the target, unless ``force``; ``force`` also prunes a task the model has
     not learned, as in ``prune``.  ``k_coefs`` are the first trials' penalties (default:
     ``DEFAULT_K_COEFS``); other keywords set ``PruneSettings`` fields, the starting point
-    of the search.  The record of every trial is ``circuit.metrics["search"]``.
+    of the search.  The record of every trial is ``circuit.metrics["search"]``; ``on_trial``
+    is also given each trial's record as soon as it ends (to log a long search as it goes;
+    with several workers not necessarily in trial order).
     """
     t0 = time.perf_counter()
     if n_trials < 1:
@@ -316,7 +330,9 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
     optuna = _optuna()
     s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
     jobs = default_jobs() if jobs == 0 else jobs
-    with _threads(s.threads):
+    with _threads(s.threads), ExitStack() as kernels:
+        if ray_address is None and jobs == 1:  # trials in this process: AbsTopK by the C kernel (same values)
+            kernels.enter_context(kernel_sites(run.model))  # (workers get the plain model and do this themselves)
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
         all_edges = count_edges(ctx.model, ctx.nodes, torch.ones(ctx.nodes.n, dtype=torch.bool))
         worker_threads = s.threads if s.threads > 0 else (0 if jobs == 1 and ray_address is None else 1)
@@ -331,7 +347,8 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
         else:
             executor = _Inline(ctx, s, worker_threads)
             where = "inline"
-        trials = _run_study(optuna, executor, s, n_trials, batch, int(seed), all_edges, ctx.data.name, progress)
+        trials = _run_study(optuna, executor, s, n_trials, batch, int(seed), all_edges, ctx.data.name, progress,
+                            on_trial)
         record = {"n_trials": n_trials, "batch": batch, "seed": int(seed), "sampler": "optuna TPE",
                   "executor": where, "target_loss": s.target_loss, "heldout": "test items",
                   "space": [asdict(p) for p in SPACE], "all_edges": all_edges,
@@ -355,7 +372,7 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
 
 
 def _run_study(optuna, executor, s, n_trials: int, batch: int, seed: int, all_edges: int, task_name: str,
-               progress: bool) -> list[dict]:
+               progress: bool, on_trial: Callable[[dict], None] | None = None) -> list[dict]:
     """Ask a round of trials, run them, tell the results in trial order; until ``n_trials``."""
     from tqdm.auto import tqdm
 
@@ -372,11 +389,19 @@ def _run_study(optuna, executor, s, n_trials: int, batch: int, seed: int, all_ed
     bar = tqdm(total=n_trials, desc=f"search {task_name}", unit="trial", disable=None if progress else True,
                dynamic_ncols=True)
 
+    by_seed: dict[int, object] = {}  # the running round's trials by their seed
+
+    def record(t, r: dict) -> dict:
+        params = dict(t.params)
+        return {"number": t.number, "params": {"k_coef": params["k_coef"], **settings_params(params)}, **r}
+
     def done(r: dict) -> None:
         if r["met"]:
             best_edges.append(r["n_edges"])
         bar.update(1)
         bar.set_postfix(best=min(best_edges) if best_edges else "-", refresh=False)
+        if on_trial is not None:
+            on_trial({k: v for k, v in record(by_seed[r["seed"]], r).items() if k not in ("tau", "curve")})
 
     try:
         while len(trials) < n_trials:
@@ -384,12 +409,11 @@ def _run_study(optuna, executor, s, n_trials: int, batch: int, seed: int, all_ed
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 asked = [study.ask(dists) for _ in range(min(batch, n_trials - len(trials)))]
             calls = [(dict(t.params), trial_seed(seed, t.number)) for t in asked]
+            by_seed = {trial_seed(seed, t.number): t for t in asked}
             results = executor.run(calls, done)
             for t, r in zip(asked, results):
                 study.tell(t, _objective(r, s.target_loss, all_edges))
-                params = dict(t.params)
-                trials.append({"number": t.number, "params": {**{k: params[k] for k in ("k_coef",)},
-                                                               **settings_params(params)}, **r})
+                trials.append(record(t, r))
     finally:
         bar.close()
         executor.close()
