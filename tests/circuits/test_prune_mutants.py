@@ -20,6 +20,7 @@ from sparsecircuits.circuits.prune import (
     finish,
     heldout_loss,
     make_settings,
+    prune,
 )
 
 K = 1e-2
@@ -76,3 +77,31 @@ def test_the_probe_is_evenly_spaced_whole_groups():
     assert pairs.probe(10) is everything and pairs.probe(11) is everything
     single = _TaskData("t", _Rows(range(5)), None, group=1)
     assert single.probe(2).ids == [0, 4] and single.probe(4).ids == [0, 1, 3, 4]
+
+
+def test_the_progress_bar_counts_every_step_of_every_k_coef(toy_run, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, disable, **kw):
+            self.total, self.desc, self.disable, self.done, self.closed = total, desc, disable, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def set_postfix(self, refresh=True, **kw):
+            self.postfix = kw
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    prune(toy_run, toy_examples(64), ablation="zero", steps=7, k_coefs=[1e-3, 1e-2], lr=3e-2, threads=1)
+    [bar] = bars
+    assert (bar.total, bar.done, bar.desc, bar.disable, bar.closed) == (14, 14, "prune custom", None, True)
+    assert set(bar.postfix) == {"loss", "open"} and len(bar.postfix["loss"].split("/")) == 2
+    prune(toy_run, toy_examples(64), ablation="zero", steps=7, k_coefs=[1e-3], lr=3e-2, threads=1, progress=False)
+    assert bars[1].disable is True and bars[1].done == 7
