@@ -8,6 +8,9 @@ The bisection scores circuits on a probe of the train items: evenly spaced whole
 """
 from __future__ import annotations
 
+import importlib
+import types
+
 import pytest
 import torch
 from circuit_fixtures import toy_examples
@@ -24,6 +27,7 @@ from sparsecircuits.circuits.prune import (
 )
 
 K = 1e-2
+prune_module = importlib.import_module("sparsecircuits.circuits.prune")  # the module, not the function
 
 
 @pytest.fixture
@@ -105,3 +109,27 @@ def test_the_progress_bar_counts_every_step_of_every_k_coef(toy_run, monkeypatch
     assert set(bar.postfix) == {"loss", "open"} and len(bar.postfix["loss"].split("/")) == 2
     prune(toy_run, toy_examples(64), ablation="zero", steps=7, k_coefs=[1e-3], lr=3e-2, threads=1, progress=False)
     assert bars[1].disable is True and bars[1].done == 7
+
+
+def _chosen(toy_run, monkeypatch, candidates: list[dict]) -> dict:
+    """The candidate the k_coef sweep keeps among hand-made ones."""
+    monkeypatch.setattr(prune_module, "_candidates", lambda ctx, s, k_coefs, seed, bar=None: candidates)
+    monkeypatch.setattr(prune_module, "finish",
+                        lambda ctx, s, cands, best, seed, t0: types.SimpleNamespace(metrics={}, best=best))
+    return prune(toy_run, toy_examples(64), ablation="zero", progress=False, threads=1).best
+
+
+def _cand(name: str, met: bool, edges: int, k: int, loss: float) -> dict:
+    return {"name": name, "met": met, "edges": edges, "k": k, "train_loss": loss}
+
+
+def test_the_sweep_keeps_fewest_edges_then_nodes_then_loss_and_else_the_lowest_loss(toy_run, monkeypatch):
+    met = [_cand("a", True, 9, 5, 0.10), _cand("b", True, 7, 6, 0.12), _cand("c", True, 7, 5, 0.14),
+           _cand("d", True, 7, 5, 0.11)]
+    assert _chosen(toy_run, monkeypatch, met)["name"] == "d"  # 7 edges, 5 nodes, then the lower loss
+    missed = [_cand("small", False, 2, 2, 0.50), _cand("close", False, 40, 30, 0.16),
+              _cand("mid", False, 10, 8, 0.30)]
+    # nothing meets the target: the closest to it, whatever its size
+    assert _chosen(toy_run, monkeypatch, missed)["name"] == "close"
+    # a circuit meeting the target beats every one that does not, however small or close
+    assert _chosen(toy_run, monkeypatch, missed + [_cand("big", True, 90, 60, 0.149)])["name"] == "big"
