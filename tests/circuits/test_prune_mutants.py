@@ -53,6 +53,10 @@ def test_heldout_loss_is_the_circuits_reported_loss_and_accuracy(ctx_and_setting
     loss, acc = heldout_loss(ctx, cand, s)
     circuit = finish(ctx, s, [cand], cand, seed=0, t0=0.0)
     assert (loss, acc) == (circuit.metrics["circuit_loss"], circuit.metrics["circuit_accuracy"])
+    # the split of the time that benchmarks/prune_time.py reports, in seconds to the millisecond
+    timings = circuit.metrics["timings"]
+    assert {"full_model", "means", "optimise", "bisect", "size_vs_target", "graph"} <= set(timings)
+    assert all(isinstance(v, float) and v >= 0 and v == round(v, 3) for v in timings.values())
     assert cand["k"] == 3 and acc == 1.0 and loss < 0.15  # the toy circuit, exact on the test items
     moved = dict(cand, k=cand["k"] - 1)  # one node short of the 3-node circuit: worse on the test items
     assert heldout_loss(ctx, moved, s)[0] > loss
