@@ -2,14 +2,18 @@
 
 ``fit_calibration`` runs exactly the LBFGS iterations it is given (``prune``'s
 ``calibration_steps``, 16 by default): the setting recorded in every circuit is the one
-that produced its scale and shift.
+that produced its scale and shift.  ``circuit_diffs`` scores items in chunks of
+``batch_size`` (prune's ``eval_batch``): every item once, in order, whatever the chunking.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from circuit_fixtures import toy_examples
 
-from sparsecircuits.circuits.circuit import calibrated_diff, fit_calibration
+from sparsecircuits.circuits.circuit import calibrated_diff, circuit_diffs, encode_for_run, fit_calibration
+from sparsecircuits.circuits.masking import MaskedModel
+from sparsecircuits.circuits.nodes import NodeSet
 
 
 def _loss(diff: torch.Tensor, sign: torch.Tensor, fit: tuple[float, float]) -> float:
@@ -25,3 +29,16 @@ def test_the_fit_runs_the_iterations_it_is_given():
     assert fits[4] != fits[16] != fits[20]
     assert _loss(diff, sign, fits[20]) < _loss(diff, sign, fits[16]) < _loss(diff, sign, fits[4])
     assert fit_calibration(diff, sign) == fits[16]  # the default, prune's calibration_steps
+
+
+def test_circuit_diffs_are_the_same_in_any_chunks(toy_run):
+    batch = encode_for_run(toy_run, toy_examples(12), "toy")  # 12 prompts
+    nodes = NodeSet.from_model(toy_run.model)
+    masked = MaskedModel(toy_run.model, None, nodes)
+    whole = circuit_diffs(masked, None, batch)  # (12,) in one chunk
+    assert whole.shape == (12,) and whole.dtype == torch.float32
+    for size in (1, 5, 11, 12):
+        assert torch.allclose(circuit_diffs(masked, None, batch, batch_size=size), whole, atol=1e-6)
+    keep = torch.zeros(nodes.n, dtype=torch.bool)  # a mask reaches every chunk too
+    assert torch.allclose(circuit_diffs(masked, keep, batch, batch_size=5), circuit_diffs(masked, keep, batch))
+    assert not torch.allclose(circuit_diffs(masked, keep, batch), whole)
