@@ -46,7 +46,7 @@ class BridgeSpec:
     encoder_k: int  # AbsTopK of the encoder output; d_sparse = off
     nmse_coef: float = 1.0
     kl_coef: float = 1.0
-    lr_scale: float = 1.0  # the bridges' learning rate relative to the sparse model's
+    lr_scale: float = 1.0  # the bridges' learning rate over train.lr's plain schedule (no sharkfin factor)
 
 
 class Bridge(nn.Module):

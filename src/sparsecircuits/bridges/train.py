@@ -139,7 +139,8 @@ def train_bridged(cfg: RunConfig, out: str | Path, dense_dir: str | Path | None,
                   bridge_afrac: float | None = None, nmse_coef: float = 0.02, kl_coef: float = 0.02,
                   lr_scale: float = 1.0,
                   progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Train (or resume) a bridged run against the dense run ``dense_dir``; returns the summary."""
+    """Train (or resume) a bridged run against the dense run ``dense_dir``; returns the summary.
+    The bridge terms' default weight 0.02 is the command's (commands/bridge.py says why)."""
     from ..model.gpt import topk_width
     from ..run import load_run
     from .model import read_bridge_json, weights_sha256

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--kl-coef", type=float, default=DEFAULT_COEF,
                    help=f"weight of the hybrid KL terms (default {DEFAULT_COEF})")
     t.add_argument("--bridge-lr-scale", type=float, default=1.0,
-                   help="the bridges' learning rate relative to the sparse model's (default 1)")
+                   help="the bridges' learning rate relative to train.lr's warmup and decay, which "
+                        "they follow without the sparse weights' 1/sqrt(density) factor (default 1)")
     t.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a stopped bridged run")
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="stop with a checkpoint")
     t.add_argument("--device", default=None, help="cpu (default) or cuda")
