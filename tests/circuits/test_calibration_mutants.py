@@ -42,3 +42,5 @@ def test_circuit_diffs_are_the_same_in_any_chunks(toy_run):
     keep = torch.zeros(nodes.n, dtype=torch.bool)  # a mask reaches every chunk too
     assert torch.allclose(circuit_diffs(masked, keep, batch, batch_size=5), circuit_diffs(masked, keep, batch))
     assert not torch.allclose(circuit_diffs(masked, keep, batch), whole)
+    none = circuit_diffs(masked, None, batch.select(slice(0, 0)))  # no items: no differences, not an error
+    assert none.shape == (0,) and none.dtype == torch.float32
