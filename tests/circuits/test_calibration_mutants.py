@@ -7,6 +7,7 @@ that produced its scale and shift.  ``circuit_diffs`` scores items in chunks of
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from circuit_fixtures import toy_examples
@@ -29,6 +30,9 @@ def test_the_fit_runs_the_iterations_it_is_given():
     assert fits[4] != fits[16] != fits[20]
     assert _loss(diff, sign, fits[20]) < _loss(diff, sign, fits[16]) < _loss(diff, sign, fits[4])
     assert fit_calibration(diff, sign) == fits[16]  # the default, prune's calibration_steps
+    # LBFGS from (a, b) = (1, 0) with unit step and strong-Wolfe line search: short of convergence
+    # here, so a different start step or line search would land elsewhere (a = 4.05 with lr 2)
+    assert fits[16] == pytest.approx((6.1797, 18.5769), rel=1e-4)
 
 
 def test_circuit_diffs_are_the_same_in_any_chunks(toy_run):
