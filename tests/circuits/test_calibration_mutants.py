@@ -48,3 +48,15 @@ def test_circuit_diffs_are_the_same_in_any_chunks(toy_run):
     assert not torch.allclose(circuit_diffs(masked, keep, batch), whole)
     none = circuit_diffs(masked, None, batch.select(slice(0, 0)))  # no items: no differences, not an error
     assert none.shape == (0,) and none.dtype == torch.float32
+
+
+def test_a_circuit_wrong_on_every_prompt_is_fitted_towards_chance_and_nan_falls_back_to_the_identity():
+    """The guard "never worse than no calibration" compares with the uncalibrated loss of
+    the same differences; a fit that is not finite falls back to exactly (1, 0)."""
+    g = torch.Generator().manual_seed(0)
+    sign = torch.tensor([1.0, -1.0] * 50)
+    diff = -1.0 - 0.1 * torch.rand(100, generator=g)  # every prompt wrong by about 1
+    a, b = fit_calibration(diff, sign)
+    assert a < 1e-3  # scaled towards 0: chance (ln 2) beats being confidently wrong (1.35)
+    assert _loss(diff, sign, (a, b)) < 0.7 < float(F.softplus(-diff).mean())
+    assert fit_calibration(torch.tensor([float("nan"), 1.0]), torch.tensor([1.0, -1.0])) == (1.0, 0.0)
