@@ -312,8 +312,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu-base": {
         # The hour preset: the demo's shape and data, six times its tokens (12000 steps of 32 x 64,
-        # 24.6M tokens, about one pass over the training shards): 96 CPU-minutes at one thread,
-        # about an hour on two idle cores.  The demo's model is not capacity-bound at its budget
+        # 24.6M tokens, about one pass over the training shards): 90 CPU-minutes at one thread,
+        # about 56 minutes on two idle cores (10 of the 20 tasks learned, seed 0).  The demo's model is not capacity-bound at its budget
         # (dense at the same tokens learns one task more), so the hour goes to tokens.  Six evenly
         # spaced steps are kept, so one run also gives tasks learned against training time.
         "model": {"n_layer": 4, "d_model": 128, "n_head": 8, "d_head": 16, "d_mlp": 512, "block_size": 128},
