@@ -12,12 +12,12 @@ read defensively: a damaged one is a warning on the index page and hides nothing
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 from typing import Any
 
 from ..rundir import BRIDGE, BRIDGE_EVAL, STEER, RunDir
 from .format import _cards, _e, _fmt, _table
+from .plots import finished_png
 from .values import _int, _num
 
 _TERMS = (("nmse_encoder", "NMSE encoder"), ("nmse_decoder", "NMSE decoder"),
@@ -117,12 +117,7 @@ def steering_png(curve: dict) -> bytes:
     ax.set_yscale("log")
     ax.set_xlabel("steering strength (toward the counterfactual)")
     ax.set_ylabel("dense P(counterfactual answer)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return finished_png(fig, ax)
 
 
 def _curve_html(curve: dict) -> str:
