@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 
 import pytest
-import torch
 
 from sparsecircuits.cli import main
 from sparsecircuits.tasks import flatten, get_task
 from sparsecircuits.tasks.context import context_task, val_context, with_code_context
+from tiny_runs import write_untrained_run
 
 N = 100
 FAST = ["--steps", "4", "--k-coefs", "1e-2", "--threads", "1", "--no-progress", "--force", "--set", "n_train=12",
@@ -20,22 +19,7 @@ FAST = ["--steps", "4", "--k-coefs", "1e-2", "--threads", "1", "--no-progress", 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_data_dir):
     """An untrained one-layer GPT with the tiny data's tokenizer, its data dir recorded in its config."""
-    from safetensors.torch import save_file
-
-    from sparsecircuits.config import ModelConfig, RunConfig
-    from sparsecircuits.data.tokenizer import load_tokenizer
-    from sparsecircuits.model.gpt import GPT
-
-    out = tmp_path_factory.mktemp("ctx_run")
-    tok = load_tokenizer(tiny_data_dir / "tokenizer.json")
-    cfg = RunConfig(model=ModelConfig(vocab_size=tok.get_vocab_size(), n_layer=1, d_model=32, n_head=2,
-                                      d_head=16, d_mlp=64, block_size=128))
-    cfg.data.data_dir = str(tiny_data_dir)
-    cfg.save(out / "config.json")
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in GPT(cfg.model).state_dict().items()}, str(out / "model.safetensors"))
-    shutil.copy(tiny_data_dir / "tokenizer.json", out / "tokenizer.json")
-    return out
+    return write_untrained_run(tmp_path_factory.mktemp("ctx_run"), tiny_data_dir, record_data=True)
 
 
 @pytest.fixture(scope="module")

@@ -2,34 +2,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-import torch
 
 from sparsecircuits.cli import main
 from sparsecircuits.tasks import TASKS
+from tiny_runs import write_untrained_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_data_dir):
     """A real (untrained) run directory: config, tokenizer and weights of a tiny GPT."""
-    from safetensors.torch import save_file
-
-    from sparsecircuits.config import ModelConfig, RunConfig
-    from sparsecircuits.data.tokenizer import load_tokenizer
-    from sparsecircuits.model.gpt import GPT
-
-    out = tmp_path_factory.mktemp("tasks_run")
-    tok = load_tokenizer(tiny_data_dir / "tokenizer.json")
-    cfg = RunConfig(model=ModelConfig(vocab_size=tok.get_vocab_size(), n_layer=1, d_model=32, n_head=2,
-                                      d_head=16, d_mlp=64, block_size=128))
-    cfg.save(out / "config.json")
-    torch.manual_seed(0)
-    model = GPT(cfg.model)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    shutil.copy(tiny_data_dir / "tokenizer.json", out / "tokenizer.json")
-    return out
+    return write_untrained_run(tmp_path_factory.mktemp("tasks_run"), tiny_data_dir)
 
 
 def _one_error_line(capsys) -> str:
