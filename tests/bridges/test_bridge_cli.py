@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from bridge_fixtures import FAST
 from safetensors.torch import load_file
 
@@ -49,6 +50,22 @@ def test_resume_ends_as_an_uninterrupted_run(bridged_run, dense_run, tmp_path):
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name
 
 
+def test_drawn_hybrid_locations_are_recorded_and_resume_exactly(bridged_run, dense_run, tmp_path):
+    """--hybrid-locations 1: a run that differs from the all-locations one, whose draws
+    depend on the step alone, so a stopped and resumed run ends where an unbroken one does."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    args = [str(dense_run), "--preset", "cpu-tiny", *FAST, "--hybrid-locations", "1"]
+    assert main(["bridge", "train", *args, "--out", str(whole)]) == 0
+    assert json.loads((whole / "bridge.json").read_text())["hybrid_locations"] == 1
+    assert main(["bridge", "train", *args, "--out", str(parts), "--stop-after", "2"]) == 0
+    assert main(["bridge", "train", "--resume", str(parts), "--no-progress"]) == 0
+    for name in ("model.safetensors", "bridges.safetensors"):
+        a, b = load_file(str(parts / name)), load_file(str(whole / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    a, full = load_file(str(whole / "bridges.safetensors")), load_file(str(bridged_run / "bridges.safetensors"))
+    assert any(not torch.equal(a[k], full[k]) for k in a)  # fewer hybrid terms: other gradients
+
+
 def test_eval_writes_every_location(bridged_run, capsys):
     assert main(["bridge", "eval", str(bridged_run), "--batches", "1"]) == 0
     table = capsys.readouterr().out
@@ -82,6 +99,9 @@ def test_bad_input_is_one_line_and_exit_2(bridged_run, dense_run, tmp_path, caps
     out = tmp_path / "deeper"
     _fails(["bridge", "train", str(dense_run), "--out", str(out), "--preset", "cpu-tiny", *FAST,
             "--set", "model.n_layer=3"], capsys, "same depth")
+    assert not out.exists()
+    _fails(["bridge", "train", str(dense_run), "--out", str(out), "--preset", "cpu-tiny", *FAST,
+            "--hybrid-locations", "5"], capsys, "--hybrid-locations must be between 0 (all) and 4")
     assert not out.exists()
     _fails(["bridge", "train", str(tmp_path / "nope"), "--out", str(out)], capsys, "not found")
     _fails(["bridge", "eval", str(tmp_path / "nope")], capsys, "not found")

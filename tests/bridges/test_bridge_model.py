@@ -1,6 +1,7 @@
 """Hybrid forwards and the loss terms, on hand-built tiny models."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sparsecircuits.bridges.model import BridgeSpec, Bridges, bridge_terms, kl_from, location_names, nmse
@@ -117,3 +118,41 @@ def test_bridges_alone_learn_to_translate_between_two_models():
         errs.sum().backward()
         opt.step()
     assert (errs.detach() < 0.5 * first).all(), (first, errs)
+
+
+def test_drawn_hybrid_locations_estimate_the_full_kl_without_bias():
+    """Sampling 1 of 4 locations: each draw runs that location's hybrids only and scales them
+    by 4, so the mean over the four possible draws is the loss with every location."""
+    from sparsecircuits.bridges.model import draw_locations
+
+    dense, other = tiny_gpt(seed=0), tiny_gpt(seed=5)
+    bridges = Bridges.identity(2, 16)
+    x = tokens()
+    full = bridge_terms(dense, other, bridges, x)
+    assert full.kl_locations == [0, 1, 2, 3] and full.kl_scale == 1.0
+    by_draw = []
+    for i in range(4):
+        gen = torch.Generator().manual_seed(next(s for s in range(100) if draw_locations(
+            4, 1, torch.Generator().manual_seed(s)) == [i]))
+        terms = bridge_terms(dense, other, bridges, x, sample=1, generator=gen)
+        assert terms.kl_locations == [i] and terms.kl_scale == 4.0 and len(terms.kl_dense_to_sparse) == 1
+        assert torch.allclose(terms.kl_sparse_to_dense[0], full.kl_sparse_to_dense[i])
+        assert len(terms.nmse_encoder) == 4  # the NMSE terms are cheap: always every location
+        by_draw.append(terms.bridge_loss(bridges.spec))
+        assert terms.summary()["kl_dense_to_sparse"] == pytest.approx(4 * full.kl_dense_to_sparse[i].item())
+    assert torch.stack(by_draw).mean().item() == pytest.approx(full.bridge_loss(bridges.spec).item(), rel=1e-5)
+
+
+def test_draw_locations_takes_all_or_a_sorted_subset():
+    from sparsecircuits.bridges.model import draw_locations
+    from sparsecircuits.errors import UserError
+
+    assert draw_locations(8, 0) == list(range(8)) == draw_locations(8, 9)
+    seen = set()
+    for s in range(20):
+        got = draw_locations(8, 3, torch.Generator().manual_seed(s))
+        assert len(set(got)) == 3 and got == sorted(got) and all(0 <= i < 8 for i in got)
+        seen.add(tuple(got))
+    assert len(seen) > 5  # the generator, not a fixed choice, picks them
+    with pytest.raises(UserError):
+        draw_locations(8, -1)

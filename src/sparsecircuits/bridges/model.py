@@ -47,6 +47,7 @@ class BridgeSpec:
     nmse_coef: float = 1.0
     kl_coef: float = 1.0
     lr_scale: float = 1.0  # the bridges' learning rate over train.lr's plain schedule (no sharkfin factor)
+    hybrid_locations: int = 0  # hybrid forwards per step at this many random locations (0: at every one)
 
 
 class Bridge(nn.Module):
@@ -119,7 +120,9 @@ def _replace(value: torch.Tensor):
 
 @dataclass
 class BridgeTerms:
-    """Every term of one batch; the per-location lists follow ``Bridges.locations``."""
+    """Every term of one batch. The NMSE lists follow ``Bridges.locations``; the KL lists
+    follow ``kl_locations`` (every location, or the ones drawn this step), and ``kl_scale``
+    (locations / drawn) makes their sums unbiased estimates of the sums over every location."""
 
     dense_logits: torch.Tensor  # (B, T, V), no grad
     sparse_logits: torch.Tensor  # (B, T, V)
@@ -127,36 +130,53 @@ class BridgeTerms:
     nmse_decoder: list[torch.Tensor]  # NMSE(g_i(h^s_i), h^d_i)
     kl_dense_to_sparse: list[torch.Tensor]  # KL(y^d, sparse tail from f_i(h^d_i))
     kl_sparse_to_dense: list[torch.Tensor]  # KL(y^d, dense tail from g_i(h^s_i))
+    kl_locations: list[int] | None = None  # indices into Bridges.locations; None: all of them
+    kl_scale: float = 1.0
 
     def bridge_loss(self, spec: BridgeSpec) -> torch.Tensor:
         """Everything but the pretraining loss, weighted as the spec says."""
         return (spec.nmse_coef * (sum(self.nmse_encoder) + sum(self.nmse_decoder))
-                + spec.kl_coef * (sum(self.kl_dense_to_sparse) + sum(self.kl_sparse_to_dense)))
+                + spec.kl_coef * self.kl_scale * (sum(self.kl_dense_to_sparse) + sum(self.kl_sparse_to_dense)))
 
     def summary(self) -> dict[str, float]:
-        return {key: float(sum(t.detach() for t in getattr(self, key)))
+        scale = {"kl_dense_to_sparse": self.kl_scale, "kl_sparse_to_dense": self.kl_scale}
+        return {key: scale.get(key, 1.0) * float(sum(t.detach() for t in getattr(self, key)))
                 for key in ("nmse_encoder", "nmse_decoder", "kl_dense_to_sparse", "kl_sparse_to_dense")}
 
 
+def draw_locations(n: int, sample: int, generator: torch.Generator | None = None) -> list[int]:
+    """The locations whose hybrid forwards run this step: all ``n`` when ``sample`` is 0 (or
+    at least ``n``), else ``sample`` of them drawn without replacement, in forward order."""
+    if sample < 0:
+        raise UserError(f"hybrid locations must be >= 0, got {sample}")
+    if sample == 0 or sample >= n:
+        return list(range(n))
+    return sorted(torch.randperm(n, generator=generator)[:sample].tolist())
+
+
 def bridge_terms(dense: GPT, sparse: GPT, bridges: Bridges, tokens: torch.Tensor,
-                 hybrids: bool = True) -> BridgeTerms:
+                 hybrids: bool = True, sample: int = 0, generator: torch.Generator | None = None) -> BridgeTerms:
     """All loss terms for ``tokens`` (B, T): one dense and one sparse forward with caches, then
-    (with ``hybrids``) one hybrid forward per location and direction. The dense model is
-    used as given: freeze it (requires_grad False) so that gradients stop at the bridges."""
+    (with ``hybrids``) one hybrid forward per location and direction, or at ``sample`` random
+    locations only (``draw_locations``): each hybrid pair costs a forward and a backward of
+    both models, so the hybrids are most of a bridged step. The dense model is used as
+    given: freeze it (requires_grad False) so that gradients stop at the bridges."""
     names = bridges.locations
     with torch.no_grad():
         y_d, cache_d = dense.run_with_cache(tokens, names_filter=names)  # (B, T, V); h^d_i (B, T, Dd)
     y_s, cache_s = sparse.run_with_cache(tokens, names_filter=names, detach=False)  # h^s_i (B, T, Ds)
+    drawn = draw_locations(len(names), sample, generator) if hybrids else []
     enc_err, dec_err, kl_ds, kl_sd = [], [], [], []
-    for name, br in zip(names, bridges.bridges):
+    for i, (name, br) in enumerate(zip(names, bridges.bridges)):
         enc = br.encode(cache_d[name])  # (B, T, Ds)
         dec = br.decode(cache_s[name])  # (B, T, Dd)
         enc_err.append(nmse(enc, cache_s[name]))
         dec_err.append(nmse(dec, cache_d[name]))
-        if hybrids:
+        if i in drawn:
             kl_ds.append(kl_from(y_d, sparse.run_with_hooks(tokens, [(name, _replace(enc))])))
             kl_sd.append(kl_from(y_d, dense.run_with_hooks(tokens, [(name, _replace(dec))])))
-    return BridgeTerms(y_d, y_s, enc_err, dec_err, kl_ds, kl_sd)
+    scale = len(names) / len(drawn) if drawn else 1.0
+    return BridgeTerms(y_d, y_s, enc_err, dec_err, kl_ds, kl_sd, drawn, scale)
 
 
 weights_sha256 = file_sha256

@@ -91,7 +91,11 @@ class BridgeTrainer(Trainer):
         for group in self.optimizer.param_groups:
             if group.get("bridge"):
                 group["lr"] = lr
-        terms = bridge_terms(self.dense.model, self.model, self.bridges, xs)
+        # the step's draw of hybrid locations depends on the seed and step only: a resumed run
+        # draws what an uninterrupted one would
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        terms = bridge_terms(self.dense.model, self.model, self.bridges, xs, sample=self.spec.hybrid_locations,
+                             generator=gen)
         lm = F.cross_entropy(terms.sparse_logits.flatten(0, 1).float(), ys.flatten())
         self._last_terms = {"lm_loss": lm.item(), **terms.summary()}
         return lm + terms.bridge_loss(self.spec)
@@ -137,7 +141,7 @@ def check_pair(cfg: RunConfig, dense) -> None:
 
 def train_bridged(cfg: RunConfig, out: str | Path, dense_dir: str | Path | None, resume: bool = False,
                   bridge_afrac: float | None = None, nmse_coef: float = 0.02, kl_coef: float = 0.02,
-                  lr_scale: float = 1.0,
+                  lr_scale: float = 1.0, hybrid_locations: int = 0,
                   progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume) a bridged run against the dense run ``dense_dir``; returns the summary.
     The bridge terms' default weight 0.02 is the command's (commands/bridge.py says why)."""
@@ -157,9 +161,12 @@ def train_bridged(cfg: RunConfig, out: str | Path, dense_dir: str | Path | None,
         if not 0.0 < afrac <= 1.0:
             raise UserError(f"--bridge-afrac must be in (0, 1], got {afrac}")
         spec = BridgeSpec(cfg.model.n_layer, dense.model.cfg.d_model, cfg.model.d_model,
-                          topk_width(afrac, cfg.model.d_model), nmse_coef, kl_coef, lr_scale)
+                          topk_width(afrac, cfg.model.d_model), nmse_coef, kl_coef, lr_scale, hybrid_locations)
         if min(nmse_coef, kl_coef) < 0 or lr_scale <= 0:
             raise UserError("--nmse-coef and --kl-coef must be >= 0 and --bridge-lr-scale > 0")
+        if not 0 <= hybrid_locations <= spec.n_layer * 2:
+            raise UserError(f"--hybrid-locations must be between 0 (all) and {spec.n_layer * 2} (the locations), "
+                            f"got {hybrid_locations}")
     check_pair(cfg, dense)
     trainer = BridgeTrainer(cfg, out, dense, spec, resume=resume, progress=progress)
     try:

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--bridge-lr-scale", type=float, default=1.0,
                    help="the bridges' learning rate relative to train.lr's warmup and decay, which "
                         "they follow without the sparse weights' 1/sqrt(density) factor (default 1)")
+    t.add_argument("--hybrid-locations", type=int, default=0, metavar="N",
+                   help="hybrid forwards at N random locations per step instead of all 2 x n_layer, their "
+                        "KL terms scaled up to an unbiased estimate (default 0: all, as the paper); each "
+                        "location costs a forward and backward of both models")
     t.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a stopped bridged run")
     t.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="stop with a checkpoint")
     t.add_argument("--device", default=None, help="cpu (default) or cuda")
@@ -99,7 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = build_config(args.preset or "cpu-small", args.config, sets + list(args.set))
         out, dense_dir, resume = args.out, args.dense, False
     summary = train_bridged(cfg, out, dense_dir, resume=resume, bridge_afrac=args.bridge_afrac,
-                            nmse_coef=args.nmse_coef, kl_coef=args.kl_coef, lr_scale=args.bridge_lr_scale, progress=not args.no_progress,
+                            nmse_coef=args.nmse_coef, kl_coef=args.kl_coef, lr_scale=args.bridge_lr_scale,
+                            hybrid_locations=args.hybrid_locations, progress=not args.no_progress,
                             stop_after=args.stop_after)
     if summary["stopped"]:
         print(f"stopped after step {summary['step']} of {cfg.train.steps}; continue with "
