@@ -37,21 +37,24 @@ from sparsecircuits.tasks.python_tasks import TASKS
 
 def train_timed(preset: str, seed: int, dense: bool, out: Path, threads: int, sets: list[str]) -> dict:
     """Train in a child process; its wall and CPU seconds (user + system)."""
-    args = [sys.executable, "-m", "sparsecircuits", "train", "--preset", preset, "--out", str(out),
-            "--no-progress", "--set", f"seed={seed}", "--set", f"train.threads={threads}"]
-    if dense:
-        args += ["--set", "train.density=1"]
-    for s in sets:
-        args += ["--set", s]
-    if (out / "checkpoints").is_dir():
-        args += ["--resume"] if not RunDir(out).weights.exists() else []
+    base = [sys.executable, "-m", "sparsecircuits", "train", "--no-progress", "--set", f"train.threads={threads}"]
+    resumed = (out / "checkpoints").is_dir() and not RunDir(out).weights.exists()
+    if resumed:
+        args = base + ["--resume", str(out)]  # a stopped run continues from its settings and checkpoint
+    else:
+        args = base + ["--preset", preset, "--out", str(out), "--set", f"seed={seed}"]
+        if dense:
+            args += ["--set", "train.density=1"]
+        for s in sets:
+            args += ["--set", s]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads": threads}
+    # a resumed run's times cover only the part after its checkpoint: say so beside them
+    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads": threads, "resumed": resumed}
 
 
 def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: int, sets: list[str],
@@ -73,7 +76,7 @@ def measure(preset: str, seed: int, dense: bool, root: Path, threads: int, n: in
     return {"preset": preset, "seed": seed, "density": run.config.train.density, "run": str(out),
             "training_minutes_wall": round(timing["wall_s"] / 60, 2),
             "training_minutes_cpu": None if timing.get("cpu_s") is None else round(timing["cpu_s"] / 60, 2),
-            "threads": timing["threads"],
+            "threads": timing["threads"], "timing_resumed": timing.get("resumed", False),
             "tokens": run.config.train.steps * run.config.train.batch_size * run.config.seq_len,
             "val_loss": val[-1] if val else None, "val_nats_per_byte": per_byte,
             "n_learned": len(learned), "learned": learned,
