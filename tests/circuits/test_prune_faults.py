@@ -213,10 +213,20 @@ def test_the_sweep_keeps_the_fewest_edge_passing_circuit(tmp_path, monkeypatch):
     edges = {k: count_edges(model, ns, v) for k, v in keep.items()}
     assert edges["small"] < edges["big"] == edges["bigger"]  # the premise of this test
 
+    # alone, each ranking is bisected to its own smallest passing circuit
+    for k_coef, n_nodes, size in ((1e-3, 7, "bigger"), (3e-3, 3, "small"), (1e-2, 6, "big")):
+        alone = prune(run, toy_examples(48), ablation="zero", k_coefs=[k_coef], **FAST).settings["sweep"]
+        assert [(r["n_nodes"], r["n_edges"], r["met"], r["beaten"]) for r in alone] == [
+            (n_nodes, edges[size], True, False)]
+
     c = prune(run, toy_examples(48), ablation="zero", k_coefs=[1e-3, 3e-3, 1e-2], **FAST)
-    sweep = [(r["k_coef"], r["n_nodes"], r["n_edges"], r["met"]) for r in c.settings["sweep"]]
-    assert sweep == [(1e-3, 7, edges["bigger"], True), (3e-3, 3, edges["small"], True),
-                     (1e-2, 6, edges["big"], True)]
+    sweep = [(r["k_coef"], r["n_nodes"], r["n_edges"], r["met"], r["beaten"]) for r in c.settings["sweep"]]
+    # together: the fewest open nodes (3e-3) is bisected first; the others cannot pass within
+    # its edge count (their top nodes are the spare path), so they are beaten after one probe,
+    # recorded at their largest circuit with no more edges than the winner's
+    assert sweep[1] == (3e-3, 3, edges["small"], True, False)
+    for k_coef, n_nodes, n_edges, met, beaten in (sweep[0], sweep[2]):
+        assert beaten and not met and n_edges <= edges["small"]
     assert c.settings["k_coef"] == 3e-3
     assert set(c.node_ids) == TOY_CIRCUIT and c.metrics["n_edges"] == edges["small"]
 
@@ -293,3 +303,22 @@ def test_a_circuit_that_needs_a_shift_passes_with_the_right_sign(tmp_path):
     # P (id 4) is the lower id; the circuit leans to Q, so the shift must raise P: b > 0
     assert a > 0 and b > 0
     assert prober.smallest(0.15, 3) == (3, True)
+
+
+def test_within_edges_is_the_largest_top_k_with_no_more_edges(tmp_path):
+    """Checked against every K of a ranking by counting the edges of each top-K circuit."""
+    from types import SimpleNamespace
+
+    from sparsecircuits.circuits.prune import _Prober, make_settings, within_edges
+
+    model = _toy_with_a_spare_path()
+    ns = NodeSet.from_model(model)
+    order = torch.randperm(ns.n, generator=torch.Generator().manual_seed(0))
+    masked = SimpleNamespace(nodes=ns)
+    batch = SimpleNamespace(correct_id=torch.tensor([1]), incorrect_id=torch.tensor([2]))  # never evaluated
+    prober = _Prober(masked, order, batch, make_settings(ablation="zero"))
+    ctx = SimpleNamespace(model=model, nodes=ns)
+    counts = [count_edges(model, ns, prober.keep(k)) for k in range(ns.n + 1)]
+    assert counts == sorted(counts) and counts[-1] > 0  # nested circuits: edges only grow
+    for max_edges in sorted(set(counts)) + [counts[-1] + 5]:
+        assert within_edges(ctx, prober, max_edges) == max(k for k, e in enumerate(counts) if e <= max_edges)

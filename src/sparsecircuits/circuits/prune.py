@@ -431,22 +431,51 @@ def _candidate(ctx: _Context, s: PruneSettings, k_coef: float, seed: int, bar=No
 
 
 def _candidates(ctx: _Context, s: PruneSettings, k_coefs: Sequence[float], seed: int, bar=None) -> list[dict]:
-    """One optimisation per ``k_coef`` (run together), then for each the smallest passing top-``K``."""
+    """One optimisation per ``k_coef`` (run together), then for each the smallest passing top-``K``.
+
+    The sweep keeps the passing circuit with the fewest edges, so once one candidate has
+    passed, another is bisected only if it can still win: its largest top-``K`` with no more
+    edges than the best so far (``within_edges``) must pass first.  When it fails, the
+    candidate is marked ``beaten`` with that probe as its size (about one probe instead of
+    a whole bisection; loss is all but monotone in ``K``, so its smallest passing circuit
+    would have more edges).  Candidates are tried fewest open nodes first, since those give
+    the small circuits."""
     tick = time.perf_counter()
     runs = optimise_taus(ctx.masked, ctx.data, k_coefs, s, seed, bar)
     ctx.timings["optimise"] += time.perf_counter() - tick
-    out = []
-    for k_coef, (tau, curve) in zip(k_coefs, runs):
+    out: list[dict | None] = [None] * len(runs)
+    best_edges = None
+    for i in sorted(range(len(runs)), key=lambda i: (int((runs[i][0] > 0).sum()), i)):
+        (tau, curve), k_coef = runs[i], k_coefs[i]
         tick = time.perf_counter()
         order = torch.argsort(-tau, stable=True)
         prober = _Prober(ctx.masked, order, ctx.probe, s)
         n_open = int((tau > 0).sum())
-        k, met = prober.smallest(s.target_loss, n_open)
+        bound = None if best_edges is None else within_edges(ctx, prober, best_edges)
+        beaten = bound is not None and prober.loss(bound) > s.target_loss
+        k, met = (bound, False) if beaten else prober.smallest(s.target_loss, n_open)
         edges = count_edges(ctx.model, ctx.nodes, prober.keep(k))
+        if met and (best_edges is None or edges < best_edges):
+            best_edges = edges
         ctx.timings["bisect"] += time.perf_counter() - tick
-        out.append({"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k,
-                    "met": met, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open})
+        out[i] = {"k_coef": k_coef, "tau": tau, "curve": curve, "prober": prober, "k": k, "met": met,
+                  "beaten": beaten, "edges": edges, "train_loss": prober.loss(k), "n_open": n_open}
     return out
+
+
+def within_edges(ctx: _Context, prober: "_Prober", max_edges: int) -> int:
+    """The largest ``K`` whose top-``K`` circuit has at most ``max_edges`` edges (edges only
+    grow with ``K``: the circuits are nested)."""
+    lo, hi = 0, ctx.nodes.n  # edges(lo) <= max_edges
+    if count_edges(ctx.model, ctx.nodes, prober.keep(hi)) <= max_edges:
+        return hi
+    while hi - lo > 1:  # edges(lo) <= max_edges < edges(hi)
+        mid = (lo + hi) // 2
+        if count_edges(ctx.model, ctx.nodes, prober.keep(mid)) <= max_edges:
+            lo = mid
+        else:
+            hi = mid
+    return prober.size(lo)
 
 
 def _heldout_diff(ctx: _Context, prober: "_Prober", k: int, s: PruneSettings) -> torch.Tensor:
@@ -520,7 +549,9 @@ def _size_vs_target(ctx: _Context, s: PruneSettings, best: dict, test: torch.Ten
     prober, k = best["prober"], best["k"]
     rows = []
     for t in s.size_targets:  # same ranking, same train items
-        kt, met_t = (k, best["met"]) if t == s.target_loss else prober.smallest(t, best["n_open"], rel_tol=0.02)
+        # a looser target than one the circuit meets is met within its k nodes: search below k only
+        hint = k if best["met"] and t > s.target_loss else best["n_open"]
+        kt, met_t = (k, best["met"]) if t == s.target_loss else prober.smallest(t, hint, rel_tol=0.02)
         test_loss = diff_loss(test if kt == k else _heldout_diff(ctx, prober, kt, s))
         rows.append({"target_loss": t, "n_nodes": kt, "n_edges": count_edges(ctx.model, ctx.nodes, prober.keep(kt)),
                      "loss": prober.loss(kt), "met": met_t, "test_loss": test_loss, "met_heldout": test_loss <= t})
@@ -531,7 +562,8 @@ def _settings_record(ctx: _Context, s: PruneSettings, candidates: list[dict], be
     """The circuit's ``metrics.settings``: every setting, the k_coef sweep and the item counts."""
     settings = asdict(s)
     settings["sweep"] = [{"k_coef": c["k_coef"], "n_nodes": c["k"], "n_edges": c["edges"], "n_open": c["n_open"],
-                          "train_loss": c["train_loss"], "met": c["met"]} for c in candidates]
+                          "train_loss": c["train_loss"], "met": c["met"], "beaten": c.get("beaten", False)}
+                         for c in candidates]
     settings["k_coef"] = best["k_coef"]
     settings["full_train_loss"] = ctx.full_train_loss
     settings["n_train_examples"] = len(ctx.data.train)
