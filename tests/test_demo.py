@@ -63,3 +63,34 @@ def test_demo_with_a_missing_data_dir_exits_2_and_writes_nothing(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.bin" in err[0]
     assert not out.exists()
+
+
+def test_the_demo_prunes_in_worker_processes_exactly_as_in_one(tmp_path, tiny_data, capsys):
+    """Two tasks pruned two at a time in spawned workers give the circuits one process gives."""
+    import torch
+
+    from sparsecircuits.pipeline import DemoSettings, _Clock, _prune
+    from sparsecircuits.run import load_run
+    from tiny_runs import write_untrained_run
+
+    tasks = ["single_double_quote", "while_return_true"]
+    circuits = {}
+    for jobs in (1, 2):
+        out = write_untrained_run(tmp_path / f"jobs{jobs}", tiny_data, record_data=True)
+        s = DemoSettings(out=out, jobs=jobs, prune_steps=3, prune_items=16)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the workers' thread count, so both sides round alike
+        try:
+            _prune(load_run(out), s, tasks, {t: 0.5 for t in tasks}, _Clock())
+        finally:
+            torch.set_num_threads(threads)
+        circuits[jobs] = {t: json.loads((out / "circuits" / t / "circuit.json").read_text()) for t in tasks}
+        said = capsys.readouterr().out
+        assert ("2 tasks, 2 at a time in worker processes" in said) == (jobs == 2)
+        assert all(f"    {t}: " in said for t in tasks)
+    for t in tasks:
+        one, two = circuits[1][t], circuits[2][t]
+        assert one["forced"] is True and two["forced"] is True  # 50%: pruned anyway
+        assert [n["id"] for n in one["nodes"]] == [n["id"] for n in two["nodes"]]
+        assert one["metrics"]["n_edges"] == two["metrics"]["n_edges"]
+        assert one["metrics"]["circuit_loss"] == pytest.approx(two["metrics"]["circuit_loss"], abs=1e-6)

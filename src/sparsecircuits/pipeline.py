@@ -37,6 +37,7 @@ class DemoSettings:
     n: int = 200  # test items per task when scoring the full model
     prune_steps: int | None = None  # optimisation steps per k_coef (None: the pruner's own)
     prune_items: int | None = None  # task pairs for pruning, half as many held out (None: the pruner's own)
+    jobs: int | None = None  # tasks pruned at once, one process and one thread each (None: one per core)
 
 
 class _Clock:
@@ -129,28 +130,88 @@ def _score_tasks(run, s: DemoSettings, clock: _Clock) -> list[dict]:
 
 def _prune(run, s: DemoSettings, chosen: list[str], accuracy: dict[str, float], clock: _Clock) -> None:
     """Prune each chosen task unless a circuit pruned the same way is there already; a task
-    the model has not learned is pruned anyway and marked forced."""
-    from .circuits import prune
+    the model has not learned is pruned anyway and marked forced.
+
+    Tasks are pruned ``s.jobs`` at a time in worker processes of one thread each: a
+    pruning step is many small tensor ops that two threads speed up far less than two
+    tasks side by side do.  The node means are computed (and cached) first, so workers
+    only read them."""
+    from .circuits.masking import node_means
     from .circuits.prune import make_settings
 
     clock.stage(4, f"prune: {', '.join(chosen)}")
     run_dir = RunDir(s.out)
-    items = {} if s.prune_items is None else {"n_train": s.prune_items, "n_test": max(1, s.prune_items // 2)}
-    settings = asdict(make_settings(steps=s.prune_steps, **items))
+    settings = asdict(make_settings(steps=s.prune_steps, **_prune_items(s)))
+    todo = []
     for task in chosen:
-        path = run_dir.circuit(task)
-        if run_dir.fresh_circuit(path, circuit_key(task, SEED, settings)) is not None:
+        if run_dir.fresh_circuit(run_dir.circuit(task), circuit_key(task, SEED, settings)) is not None:
             print(f"    {task}: circuit.json exists, reusing it")
             continue
-        force = accuracy[task] < LEARNED_ACCURACY
-        if force:
+        if accuracy[task] < LEARNED_ACCURACY:
             print(f"    {task}: the model is only {accuracy[task]:.0%} accurate; pruning anyway, marked forced")
-        circuit = prune(run, task, force=force, steps=s.prune_steps, seed=SEED, **items)
-        circuit.save(path)
-        m = circuit.metrics
+        todo.append(task)
+    if not todo:
+        return
+    node_means(run)
+    jobs = min(len(todo), s.jobs or _local_cpus())
+    # forced circuits are the largest and slowest: started first, they do not finish last alone
+    todo.sort(key=lambda t: accuracy[t] >= LEARNED_ACCURACY)
+    calls = [(task, accuracy[task] < LEARNED_ACCURACY) for task in todo]
+    if jobs <= 1:
+        results = (_prune_one(run, s, task, force, progress=True) for task, force in calls)
+    else:
+        print(f"    pruning {len(todo)} tasks, {jobs} at a time in worker processes", flush=True)
+        results = _prune_in_workers(s, calls, jobs)
+    for task, m in results:
         met = "met" if m["circuit_loss"] <= m["target_loss"] else "NOT met on test items"
         print(f"    {task}: {m['n_nodes']} nodes, {m['n_edges']} edges, circuit loss {m['circuit_loss']:.3f} "
-              f"on test items (target {m['target_loss']}: {met})")
+              f"on test items (target {m['target_loss']}: {met})", flush=True)
+
+
+def _prune_items(s: DemoSettings) -> dict:
+    return {} if s.prune_items is None else {"n_train": s.prune_items, "n_test": max(1, s.prune_items // 2)}
+
+
+def _local_cpus() -> int:
+    from .cluster import local_cpus
+
+    return local_cpus()
+
+
+def _prune_one(run, s: DemoSettings, task: str, force: bool, threads: int = 0,
+               progress: bool = False) -> tuple[str, dict]:
+    """Prune one task and save its circuit; (task, its metrics)."""
+    from .circuits import prune
+
+    circuit = prune(run, task, force=force, steps=s.prune_steps, seed=SEED, progress=progress, threads=threads,
+                    **_prune_items(s))
+    circuit.save(RunDir(s.out).circuit(task))
+    return task, circuit.metrics
+
+
+_WORKER_RUN = None
+
+
+def _worker_prune(s: DemoSettings, task: str, force: bool) -> tuple[str, dict]:
+    """In a worker process: load the run once, then prune ``task`` on one thread."""
+    global _WORKER_RUN
+    from .run import load_run
+
+    if _WORKER_RUN is None:
+        _WORKER_RUN = load_run(s.out)
+    return _prune_one(_WORKER_RUN, s, task, force, threads=1)
+
+
+def _prune_in_workers(s: DemoSettings, calls: list[tuple[str, bool]], jobs: int):
+    """Each (task, force) pruned in one of ``jobs`` spawned processes (forking a process that
+    has run torch can deadlock its thread pools); yields results as they finish."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker_prune, s, task, force) for task, force in calls]
+        for f in as_completed(futures):
+            yield f.result()
 
 
 def _details(run, s: DemoSettings, chosen: list[str], clock: _Clock) -> None:

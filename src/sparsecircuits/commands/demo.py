@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="optimisation steps per k_coef when pruning (default: the pruner's own)")
     p.add_argument("--prune-items", type=int, default=None,
                    help="task pairs for pruning, and half as many held out (default: the pruner's own)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="tasks pruned at once, each in its own one-thread process (default: one per core)")
     p.set_defaults(func=run)
 
 
@@ -30,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
 
     run_demo(DemoSettings(out=args.out, preset=args.preset, sets=args.set, data=args.data,
                           extra_tasks=args.extra_tasks, n=args.n, prune_steps=args.prune_steps,
-                          prune_items=args.prune_items))
+                          prune_items=args.prune_items, jobs=args.jobs))
     return 0
