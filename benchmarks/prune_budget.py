@@ -23,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -63,6 +64,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
                     help="a named budget: its name, then the settings it changes")
+    ap.add_argument("--default-from", type=Path, default=None, metavar="JSON",
+                    help="take the default budget's runs from an earlier output of this script (same run, "
+                         "tasks and seeds) instead of pruning them again")
     args = ap.parse_args()
     budgets = {"default": {}}
     for name, *pairs in args.budget:
@@ -73,6 +77,11 @@ def main() -> None:
     run = load_run(args.run_dir)
     torch.manual_seed(0)
     results = {}
+    if args.default_from:
+        earlier = json.loads(args.default_from.read_text())["budgets"]["default"]
+        results["default"] = {"settings": {}, "runs": [r for r in earlier["runs"] if r["task"] in args.tasks
+                                                       and r["seed"] in args.seeds], "from": str(args.default_from)}
+        budgets.pop("default")
     for name, settings in budgets.items():
         rows = []
         for task in args.tasks:

@@ -91,6 +91,7 @@ def test_the_demo_prunes_in_worker_processes_exactly_as_in_one(tmp_path, tiny_da
     for t in tasks:
         one, two = circuits[1][t], circuits[2][t]
         assert one["forced"] is True and two["forced"] is True  # 50%: pruned anyway
+        assert one["details"] and two["details"]  # each worker details its own circuit
         assert [n["id"] for n in one["nodes"]] == [n["id"] for n in two["nodes"]]
         assert one["metrics"]["n_edges"] == two["metrics"]["n_edges"]
         assert one["metrics"]["circuit_loss"] == pytest.approx(two["metrics"]["circuit_loss"], abs=1e-6)

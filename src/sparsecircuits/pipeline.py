@@ -134,8 +134,9 @@ def _prune(run, s: DemoSettings, chosen: list[str], accuracy: dict[str, float], 
 
     Tasks are pruned ``s.jobs`` at a time in worker processes of one thread each: a
     pruning step is many small tensor ops that two threads speed up far less than two
-    tasks side by side do.  The node means are computed (and cached) first, so workers
-    only read them."""
+    tasks side by side do.  Each worker also computes its circuit's node details (the
+    next stage then has only reused circuits left to do).  The node means are computed
+    (and cached) first, so workers only read them."""
     from .circuits.masking import node_means
     from .circuits.prune import make_settings
 
@@ -180,12 +181,14 @@ def _local_cpus() -> int:
 
 def _prune_one(run, s: DemoSettings, task: str, force: bool, threads: int = 0,
                progress: bool = False) -> tuple[str, dict]:
-    """Prune one task and save its circuit; (task, its metrics)."""
+    """Prune one task, save its circuit and attach its node details; (task, its metrics)."""
+    from .analysis.node_details import attach_details
     from .circuits import prune
 
     circuit = prune(run, task, force=force, steps=s.prune_steps, seed=SEED, progress=progress, threads=threads,
                     **_prune_items(s))
     circuit.save(RunDir(s.out).circuit(task))
+    attach_details(run, task, n_test=DETAIL_PAIRS)
     return task, circuit.metrics
 
 
@@ -198,6 +201,9 @@ def _worker_prune(s: DemoSettings, task: str, force: bool) -> tuple[str, dict]:
     from .run import load_run
 
     if _WORKER_RUN is None:
+        import torch
+
+        torch.set_num_threads(1)
         _WORKER_RUN = load_run(s.out)
     return _prune_one(_WORKER_RUN, s, task, force, threads=1)
 

@@ -15,7 +15,7 @@ from sparsecircuits.train.kept import write_weights
 
 # the toy model with its neuron moved from 0 to 2: the circuit of an "earlier step"
 EARLY_CIRCUIT = {"blocks.0.hook_mlp_in:0", "blocks.0.mlp.hook_post:2", "blocks.0.hook_mlp_out:1"}
-PRUNE = ["--ablation", "zero", "--steps", "80", "--k-coefs", "0.01", "--no-progress", "--threads", "1"]
+PRUNE = ["--ablation", "zero", "--steps", "80", "--k-coefs", "0.01", "--set", "lr=0.01", "--no-progress", "--threads", "1"]
 
 
 def early_model():

@@ -12,7 +12,7 @@ from sparsecircuits.errors import UserError
 def test_defaults_are_the_papers_optimiser_with_our_lr():
     s = PruneSettings()
     assert (s.beta2, s.grad_clip, s.lr_decay, s.warmup_frac, s.weight_decay) == (0.95, 1.0, "linear", 0.0, 1e-3)
-    assert (s.tau_init_mean, s.tau_init_std, s.temperature, s.lr) == (0.1, 0.01, 1.0, 1e-2)
+    assert (s.tau_init_mean, s.tau_init_std, s.temperature, s.lr, s.steps) == (0.1, 0.01, 1.0, 2e-2, 30)
 
 
 def test_lr_schedule_warms_up_then_decays_linearly_or_stays():

@@ -96,7 +96,7 @@ def test_prober_sizes_are_node_counts_that_never_split_a_pair(tmp_path):
 
 def test_tie_qk_prunes_query_and_key_channels_together(tmp_path):
     run = _random_run(tmp_path)
-    kw = dict(ablation="zero", steps=30, k_coefs=[1e-3], force=True, **FAST)
+    kw = dict(ablation="zero", steps=30, k_coefs=[1e-3], lr=1e-2, force=True, **FAST)
     tied = prune(run, toy_examples(64), tie_qk=True, **kw)
     nodes = NodeSet.from_model(run.model)
     pairs = _pairs(nodes)
