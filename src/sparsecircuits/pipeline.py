@@ -41,7 +41,7 @@ class DemoSettings:
 
 
 class _Clock:
-    """Stage lines with the minutes spent since the start (the demo aims at 20 in all)."""
+    """Stage lines with the minutes spent since the start (the demo aims at 15 in all)."""
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
