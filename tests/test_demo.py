@@ -95,3 +95,11 @@ def test_the_demo_prunes_in_worker_processes_exactly_as_in_one(tmp_path, tiny_da
         assert [n["id"] for n in one["nodes"]] == [n["id"] for n in two["nodes"]]
         assert one["metrics"]["n_edges"] == two["metrics"]["n_edges"]
         assert one["metrics"]["circuit_loss"] == pytest.approx(two["metrics"]["circuit_loss"], abs=1e-6)
+
+
+def test_demo_with_no_jobs_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--jobs", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--jobs must be >= 1" in err[0]
+    assert not out.exists()

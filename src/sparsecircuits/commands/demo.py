@@ -28,8 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
     from ..pipeline import DemoSettings, run_demo
 
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     run_demo(DemoSettings(out=args.out, preset=args.preset, sets=args.set, data=args.data,
                           extra_tasks=args.extra_tasks, n=args.n, prune_steps=args.prune_steps,
                           prune_items=args.prune_items, jobs=args.jobs))
