@@ -154,7 +154,9 @@ def _prune(run, s: DemoSettings, chosen: list[str], accuracy: dict[str, float], 
     if not todo:
         return
     node_means(run)
-    jobs = min(len(todo), s.jobs or _local_cpus())
+    from .cluster import local_cpus
+
+    jobs = min(len(todo), s.jobs or local_cpus())
     # forced circuits are the largest and slowest: started first, they do not finish last alone
     todo.sort(key=lambda t: accuracy[t] >= LEARNED_ACCURACY)
     calls = [(task, accuracy[task] < LEARNED_ACCURACY) for task in todo]
@@ -171,12 +173,6 @@ def _prune(run, s: DemoSettings, chosen: list[str], accuracy: dict[str, float], 
 
 def _prune_items(s: DemoSettings) -> dict:
     return {} if s.prune_items is None else {"n_train": s.prune_items, "n_test": max(1, s.prune_items // 2)}
-
-
-def _local_cpus() -> int:
-    from .cluster import local_cpus
-
-    return local_cpus()
 
 
 def _prune_one(run, s: DemoSettings, task: str, force: bool, threads: int = 0,

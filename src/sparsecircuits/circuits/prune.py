@@ -22,7 +22,7 @@ The recipe, and the choices made where the paper leaves room:
    model (single_double_quote): lr 1e-2 x 60-100 steps gave the same circuit size as lr
    3e-3 x 300 steps, and 200 steps no smaller; and over five tasks and two seeds
    (``benchmarks/prune_budget.py``) 30 steps at 2e-2 gave circuits within 60 steps at
-   1e-2's seed-to-seed spread in 0.55x the time.  Halving the batch as well (32 pairs)
+   1e-2's seed-to-seed spread in 0.52x the CPU time.  Halving the batch as well (32 pairs)
    did not: on the quote task one seed met the target on no k_coef.
 3. ``k_coef`` scale.  Since Adam divides out gradient size, the penalty's effect is the
    *sign* of ``k_coef + dL/dm``: a node stays open when closing it would cost more than
