@@ -59,7 +59,7 @@ def loss_vs_size(ctx: _Context, s: PruneSettings, best: dict) -> dict[str, list[
     """The chosen candidate's curve in its own ranking and, for learned masks, the
     attribution ranking's curve over the same sizes; {} when ``s.curve_points`` is 0."""
     sizes = curve_sizes(best["k"], s.curve_points)
-    if not sizes:
+    if not sizes or best["k"] == 0:  # the empty circuit: one point, its own circuit_loss
         return {}
     own = "attribution" if best.get("tau") is None else "learned"
     curves = {own: order_curve(ctx, s, best["prober"], sizes)}
