@@ -5,7 +5,11 @@ Prints one JSON object:
   after every step, at the target density) over the same for dense training (target: <= 1.10);
 - ``matmul_peak_gflops``: the machine's fp32 peak from a large square matmul;
 - ``dense_train_gflops`` and ``dense_fraction_of_peak``: dense training's achieved FLOP/s,
-  counting 6 x matmul parameters x tokens plus attention (target: >= 0.40).
+  counting 6 x matmul parameters x tokens plus attention (target: >= 0.40);
+- ``sparse_step_s_torch_abstopk`` and ``abstopk_kernel_speedup``: the sparse step with
+  AbsTopK by torch's top-k, scatter and multiply instead of the C kernel
+  (``kernels.site_abstopk``; the same kept set, so the same weights), and that time over
+  the kernel's (``null`` where the kernel cannot be built).
 
 Both runs use the real trainer (the same ``train_step``) on the default stdlib data.
 
@@ -22,6 +26,7 @@ import time
 import torch
 
 from sparsecircuits.config import build_config
+from sparsecircuits.model import gpt, native
 from sparsecircuits.train.trainer import Trainer
 
 
@@ -63,6 +68,14 @@ def main() -> None:
     dense_t, tr = time_steps(args.preset, 1.0, args.steps, args.warmup, args.data)
     sparse_density = build_config(args.preset).train.density
     sparse_t, _ = time_steps(args.preset, sparse_density, args.steps, args.warmup, args.data)
+    torch_abstopk_t = None
+    if native.library() is not None:
+        kernel = gpt.site_abstopk
+        gpt.site_abstopk = lambda x, k: None  # SiteSparsity then runs gpt.abstopk, torch's ops
+        try:
+            torch_abstopk_t, _ = time_steps(args.preset, sparse_density, args.steps, args.warmup, args.data)
+        finally:
+            gpt.site_abstopk = kernel
     cfg = tr.cfg
     tokens = cfg.train.batch_size * cfg.seq_len
     flops = tr.model.flops_per_token() * tokens
@@ -75,6 +88,8 @@ def main() -> None:
         "dense_tokens_per_s": tokens / dense_t, "sparse_tokens_per_s": tokens / sparse_t,
         "matmul_peak_gflops": peak, "dense_train_gflops": dense_gflops,
         "dense_fraction_of_peak": dense_gflops / peak,
+        "sparse_step_s_torch_abstopk": torch_abstopk_t,
+        "abstopk_kernel_speedup": None if torch_abstopk_t is None else torch_abstopk_t / sparse_t,
     }, indent=2))
 
 

@@ -5,6 +5,7 @@ a masked_fill, the sink as a concatenated column before the softmax), reading th
 own parameters, so logits and every parameter gradient can be compared directly.
 """
 import math
+import os
 
 import pytest
 import torch
@@ -248,3 +249,53 @@ def test_model_keeps_exactly_k_per_token_at_every_site(dtype):
             act = cache[f"blocks.{i}.{hook}"]
             flat = act.reshape(*act.shape[:2], -1)  # (B, T, width)
             assert ((flat != 0).sum(-1) == topk_width(0.25, flat.shape[-1])).all(), site
+
+
+# -- AbsTopK by the C kernel in training -------------------------------------------------
+def _require_native():
+    from sparsecircuits.model import native
+
+    if native.library() is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the C kernels must build in CI: {native.unavailable_reason()}")
+        pytest.skip(f"no C kernels: {native.unavailable_reason()}")
+
+
+def _train(m, steps, monkeypatch=None):
+    """A few AdamW steps on random tokens; the parameters after them."""
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    for step in range(steps):
+        x, y = tokens(seed=step)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x).flatten(0, 1), y.flatten()).backward()
+        opt.step()
+    return {n: p.detach().clone() for n, p in m.named_parameters()}
+
+
+def test_training_runs_abstopk_by_the_kernel_and_reaches_the_torch_ops_exact_weights(monkeypatch):
+    """The kernel keeps the same entries as the torch op on every row (ties included), so a
+    model trained with it has bit-for-bit the weights of one trained without."""
+    _require_native()
+    import sparsecircuits.model.gpt as gpt
+
+    m = random_model(torch.float32)
+    x, _ = tokens()
+    assert "NativeAbsTopKBackward" in graph_nodes(m(x))
+    with_kernel = _train(random_model(torch.float32), 4)
+    monkeypatch.setattr(gpt, "site_abstopk", lambda x, k: None)  # the torch op everywhere
+    plain = random_model(torch.float32)
+    assert "NativeAbsTopKBackward" not in graph_nodes(plain(x))
+    without = _train(plain, 4)
+    for name, p in without.items():
+        assert torch.equal(with_kernel[name], p), name
+    assert not torch.equal(with_kernel["blocks.0.mlp.c_fc.weight"], random_model(torch.float32).blocks[0].mlp.c_fc.weight)
+
+
+def test_the_kernel_stays_out_of_autocast_and_other_dtypes():
+    _require_native()
+    m = random_model(torch.float64)
+    x, _ = tokens()
+    assert "NativeAbsTopKBackward" not in graph_nodes(m(x))
+    m32 = random_model(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "NativeAbsTopKBackward" not in graph_nodes(m32(x))

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sparsecircuits.config import ModelConfig
-from sparsecircuits.model import native, sparse_linear as sl
+from sparsecircuits.model import kernels, native, sparse_linear as sl
 from sparsecircuits.model.gpt import GPT, abstopk
 from sparsecircuits.model.sparsity import nonzero_target, project_, sparse_parameter_names
 
@@ -238,7 +238,7 @@ def test_the_abstopk_kernel_keeps_what_torch_topk_keeps_even_among_ties(k):
                    torch.randn(300, 128, generator=g) * (torch.rand(300, 128, generator=g) < 0.1)])
     x[5] = 0.0
     x[6, :64] = float("inf")
-    out, keep = sl._native_abstopk(x, k)
+    out, keep = kernels.native_abstopk(x, k)
     want = abstopk(x, k)
     torch.testing.assert_close(out, want, rtol=0, atol=0, equal_nan=True)  # a dropped inf is NaN in both
     assert torch.equal(out.signbit(), want.signbit())
@@ -246,7 +246,7 @@ def test_the_abstopk_kernel_keeps_what_torch_topk_keeps_even_among_ties(k):
         -1, torch.topk(x.abs().view(torch.int32), k, dim=-1, sorted=False).indices, True))
     assert (keep.sum(-1) == k).all()
     # without a gradient only the values count: rows with fewer than k nonzeros are x itself
-    fast, loose = sl._native_abstopk(x, k, exact_keep=False)
+    fast, loose = kernels.native_abstopk(x, k, exact_keep=False)
     torch.testing.assert_close(fast, want, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(fast.signbit(), want.signbit())
     few = (x != 0).sum(-1) < k  # (R,) tied at zero
@@ -254,7 +254,7 @@ def test_the_abstopk_kernel_keeps_what_torch_topk_keeps_even_among_ties(k):
     xa = x.clone().requires_grad_(True)
     xb = x.clone().requires_grad_(True)
     gy = torch.randn(x.shape, generator=g)
-    sl._AbsTopKFn.apply(xa, k).backward(gy)
+    kernels.NativeAbsTopK.apply(xa, k).backward(gy)
     abstopk(xb, k).backward(gy)
     assert torch.equal(xa.grad, xb.grad)
     assert torch.equal(xa.grad.signbit(), xb.grad.signbit())

@@ -5,7 +5,8 @@ gradients equal up to float rounding) in one autograd node, so far fewer full-si
 temporaries are written and read: on a CPU, at a small model's widths, that traffic costs
 more than the arithmetic.
 
-- ``topk_indices``: the positions AbsTopK keeps.
+- ``topk_indices``: the positions AbsTopK keeps; ``site_abstopk``: AbsTopK by the C kernel
+  of ``native.py``, the same kept set.
 - ``causal_attention``: causal softmax attention with an optional sink. Its backward uses
   sum_j p_j dp_j = dz . z (the "D" term of FlashAttention), so no softmax backward over
   the sink column, no mask and no concatenation is built.
@@ -18,6 +19,8 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 
 def topk_indices(x: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (..., k) of the ``k`` largest-magnitude entries along the last dim, unsorted."""
@@ -28,6 +31,67 @@ def topk_indices(x: torch.Tensor, k: int) -> torch.Tensor:
         mag = mag.view(torch.int32)
     return mag.topk(k, dim=-1, sorted=False).indices
 
+
+def native_abstopk(x: torch.Tensor, k: int, exact_keep: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (R, w) float32 contiguous -> (x times keep, keep (R, w): 1.0 at the k largest magnitudes, else 0.0).
+
+    Rows whose k-th magnitude is tied with a dropped entry are redone with ``topk_indices``,
+    the model's own rule, so the kept set is the plain model's on every row.  With
+    ``exact_keep`` False (no gradient will flow, so only the values matter) rows tied at
+    zero, those with fewer than k nonzeros, are not redone: their values are x itself
+    whichever zeros are kept, but ``keep`` there is 1.0 everywhere.  Such rows are common
+    in a trained model (whole rows of some q and MLP sites), and redoing them made the
+    kernel slower than torch.topk there.
+    """
+    lib = native.library()
+    R, w = x.shape
+    out, keep = torch.empty_like(x), torch.empty_like(x)
+    tied = torch.empty(R, dtype=torch.uint8)
+
+    def run(r0: int, r1: int) -> None:
+        scratch = torch.empty(2 * w, dtype=torch.int32)
+        lib.abstopk_rows(native.ptr(x), native.ptr(out), native.ptr(keep), native.ptr(tied), w, k, r0, r1,
+                         native.ptr(scratch))
+    native.split_rows(run, R)
+    rows = (tied != 0 if exact_keep else tied == 1).nonzero()[:, 0]  # (r,)
+    if rows.numel():
+        sub = x[rows]  # (r, w)
+        mask = torch.zeros_like(sub).scatter_(-1, topk_indices(sub, k), 1.0)
+        keep[rows] = mask
+        out[rows] = sub * mask
+    return out, keep
+
+
+class NativeAbsTopK(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, k):
+        out, keep = native_abstopk(x, k)
+        ctx.save_for_backward(keep)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        (keep,) = ctx.saved_tensors
+        return g * keep, None
+
+
+def site_abstopk(x: torch.Tensor, k: int) -> torch.Tensor | None:
+    """AbsTopK of ``x`` (..., w) by the C kernel, or None where it does not apply (another
+    device or dtype, autocast, a graph being compiled, no compiler).
+
+    The kept set is ``topk_indices``'s on every row (tied rows are redone with it), so the
+    values and gradients are exactly those of ``gpt.abstopk``: a model trains to the same
+    weights either way.  At the cpu-small widths the kernel is 2.5x torch's top-k, scatter
+    and multiply, forward and backward (``benchmarks/train_throughput.py``)."""
+    if (x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu")
+            or torch.compiler.is_compiling() or native.library() is None):
+        return None
+    lead, w = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, w).contiguous()  # (N, w)
+    if x.requires_grad and torch.is_grad_enabled():
+        return NativeAbsTopK.apply(rows, k).view(*lead, w)
+    return native_abstopk(rows, k, exact_keep=False)[0].view(*lead, w)
 
 def _is_power_of_two(s: float) -> bool:
     return s > 0 and math.frexp(s)[0] == 0.5

@@ -54,7 +54,7 @@ from torch.autograd.function import once_differentiable
 
 from . import native
 from .gpt import SiteSparsity, abstopk
-from .kernels import topk_indices
+from .kernels import NativeAbsTopK, native_abstopk
 
 PATHS = ("dense", "torch_csr", "tiled", "scatter")
 NATIVE_PATHS = ("tiled", "scatter")
@@ -204,50 +204,6 @@ class _FrozenProduct(torch.autograd.Function):
 
 
 # -- AbsTopK ------------------------------------------------------------------------------
-def _native_abstopk(x: torch.Tensor, k: int, exact_keep: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (R, w) float32 contiguous -> (x times keep, keep (R, w): 1.0 at the k largest magnitudes, else 0.0).
-
-    Rows whose k-th magnitude is tied with a dropped entry are redone with ``topk_indices``,
-    the model's own rule, so the kept set is the plain model's on every row.  With
-    ``exact_keep`` False (no gradient will flow, so only the values matter) rows tied at
-    zero, those with fewer than k nonzeros, are not redone: their values are x itself
-    whichever zeros are kept, but ``keep`` there is 1.0 everywhere.  Such rows are common
-    in a trained model (whole rows of some q and MLP sites), and redoing them made the
-    kernel slower than torch.topk there.
-    """
-    lib = native.library()
-    R, w = x.shape
-    out, keep = torch.empty_like(x), torch.empty_like(x)
-    tied = torch.empty(R, dtype=torch.uint8)
-
-    def run(r0: int, r1: int) -> None:
-        scratch = torch.empty(2 * w, dtype=torch.int32)
-        lib.abstopk_rows(native.ptr(x), native.ptr(out), native.ptr(keep), native.ptr(tied), w, k, r0, r1,
-                         native.ptr(scratch))
-    native.split_rows(run, R)
-    rows = (tied != 0 if exact_keep else tied == 1).nonzero()[:, 0]  # (r,)
-    if rows.numel():
-        sub = x[rows]  # (r, w)
-        mask = torch.zeros_like(sub).scatter_(-1, topk_indices(sub, k), 1.0)
-        keep[rows] = mask
-        out[rows] = sub * mask
-    return out, keep
-
-
-class _AbsTopKFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, k):
-        out, keep = _native_abstopk(x, k)
-        ctx.save_for_backward(keep)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        (keep,) = ctx.saved_tensors
-        return g * keep, None
-
-
 class FrozenAbsTopK(nn.Module):
     """An AbsTopK site (``SiteSparsity``) run by the C kernel or by the model's own op, as measured.
 
@@ -269,8 +225,8 @@ class FrozenAbsTopK(nn.Module):
         lead = x.shape[:-1]
         rows = x.reshape(-1, x.shape[-1]).contiguous()  # (N, w)
         if not grad:
-            return _native_abstopk(rows, self.k, exact_keep=False)[0].view(*lead, x.shape[-1])
-        return _AbsTopKFn.apply(rows, self.k).view(*lead, x.shape[-1])
+            return native_abstopk(rows, self.k, exact_keep=False)[0].view(*lead, x.shape[-1])
+        return NativeAbsTopK.apply(rows, self.k).view(*lead, x.shape[-1])
 
 
 # -- the plan -----------------------------------------------------------------------------
@@ -484,10 +440,10 @@ def freeze_sparse(model: nn.Module, sample: torch.Tensor | None = None, *, repea
                 no_grad_ms: dict[str, float] = {}
                 if x.device.type == "cpu" and x.dtype == torch.float32 and have_native:
                     ref, reps = abstopk(x, fa.k), max(repeats, SITE_REPEATS)
-                    ms = _fastest({"torch": lambda: abstopk(x, fa.k), "kernel": lambda: _native_abstopk(x, fa.k)[0]},
+                    ms = _fastest({"torch": lambda: abstopk(x, fa.k), "kernel": lambda: native_abstopk(x, fa.k)[0]},
                                   ref, reps, {}, "torch")
                     no_grad_ms = _fastest({"torch": lambda: abstopk(x, fa.k),
-                                           "kernel": lambda: _native_abstopk(x, fa.k, exact_keep=False)[0]},
+                                           "kernel": lambda: native_abstopk(x, fa.k, exact_keep=False)[0]},
                                           ref, reps, {}, "torch")
                 if ms:
                     fa.path = "kernel" if force is not None and "kernel" in ms else _choose(ms, "torch")
