@@ -18,18 +18,19 @@ def tiny_data(tmp_path_factory):
 
 def _demo(out, data):
     return main(["demo", "--preset", "cpu-tiny", "--data", str(data), "--out", str(out), "--n", "16",
-                 "--extra-tasks", "1", "--prune-steps", "4", "--prune-items", "16", "--set", "train.steps=6",
+                 "--extra-tasks", "1", "--force-paper-tasks", "--prune-steps", "4", "--prune-items", "16", "--set", "train.steps=6",
                  "--set", "train.eval_every=3", "--set", "train.checkpoint_every=3"])
 
 
-def test_choose_tasks_keeps_the_two_case_studies_then_the_best_learned():
+def test_choose_tasks_prunes_the_learned_ones_the_papers_two_first():
     scores = [{"task": "a", "accuracy": 0.9, "loss": 0.3}, {"task": "b", "accuracy": 0.95, "loss": 0.2},
               {"task": "c", "accuracy": 0.79, "loss": 0.1}, {"task": ALWAYS[0], "accuracy": 0.5, "loss": 0.7},
-              {"task": "d", "accuracy": 0.95, "loss": 0.1}]
-    assert choose_tasks(scores, 2) == [*ALWAYS, "d", "b"]
-    assert choose_tasks(scores, 0) == list(ALWAYS)
-    assert choose_tasks(scores, 9) == [*ALWAYS, "d", "b", "a"]  # c is below 80%
-    assert choose_tasks(scores) == [*ALWAYS, "d", "b", "a"]  # every learned task by default
+              {"task": ALWAYS[1], "accuracy": 0.85, "loss": 0.4}, {"task": "d", "accuracy": 0.95, "loss": 0.1}]
+    assert choose_tasks(scores, 2) == [ALWAYS[1], "d", "b"]  # ALWAYS[0] is at 50%: left out
+    assert choose_tasks(scores, 0) == [ALWAYS[1]]
+    assert choose_tasks(scores, 9) == [ALWAYS[1], "d", "b", "a"]  # c is below 80%
+    assert choose_tasks(scores) == [ALWAYS[1], "d", "b", "a"]  # every learned task by default
+    assert choose_tasks(scores, force_paper=True) == [*ALWAYS, "d", "b", "a"]  # both, learned or not
 
 
 @pytest.mark.slow

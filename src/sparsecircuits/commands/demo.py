@@ -14,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a training setting")
     p.add_argument("--extra-tasks", type=int, default=None,
-                   help="at most this many learned tasks to prune besides the two fixed ones (default: all)")
+                   help="at most this many learned tasks to prune besides the paper's two (default: all)")
+    p.add_argument("--force-paper-tasks", action="store_true",
+                   help="prune single_double_quote and bracket_counting even where the model has not learned "
+                        "them (marked forced)")
     p.add_argument("--n", type=int, default=200, help="test items per task for scoring")
     p.add_argument("--data", type=Path, default=None,
                    help="token-shard folder (default: the stdlib, built once and cached)")
@@ -35,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     run_demo(DemoSettings(out=args.out, preset=args.preset, sets=args.set, data=args.data,
                           extra_tasks=args.extra_tasks, n=args.n, prune_steps=args.prune_steps,
-                          prune_items=args.prune_items, jobs=args.jobs))
+                          prune_items=args.prune_items, jobs=args.jobs,
+                          force_paper_tasks=args.force_paper_tasks))
     return 0
