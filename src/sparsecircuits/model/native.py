@@ -139,9 +139,10 @@ def split_rows(run: Callable[[int, int], None], rows: int) -> None:
     if threads <= 1:
         run(0, rows)
         return
-    if _pool_size < threads:
-        _pool, _pool_size = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sparse-kernels"), threads
+    if _pool_size < threads - 1:
+        _pool, _pool_size = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="sparse-kernels"), threads - 1
     bounds = [rows * t // threads for t in range(threads + 1)]
-    futures = [_pool.submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
+    futures = [_pool.submit(run, bounds[t], bounds[t + 1]) for t in range(1, threads)]
+    run(bounds[0], bounds[1])  # the first range on this thread: one hand-off fewer
     for f in futures:
         f.result()
