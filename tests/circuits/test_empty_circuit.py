@@ -63,3 +63,18 @@ def test_the_short_cut_needs_the_strictest_size_target_met_too(tmp_path):
     looser = make_settings(ablation="zero", target_loss=empty_loss * 2, size_targets=[empty_loss * 2],
                            **{k: v for k, v in FAST.items() if k != "progress"})
     assert empty_candidate(ctx, looser)["train_loss"] == pytest.approx(empty_loss)
+
+
+def test_a_search_on_such_a_task_runs_no_trial(tmp_path, monkeypatch):
+    from sparsecircuits.circuits import search as search_module
+
+    def no_study(*args, **kwargs):
+        raise AssertionError("the search ran trials although the empty circuit meets every target")
+
+    monkeypatch.setattr(search_module, "_run_study", no_study)
+    c = search_module.search(_bypass_run(tmp_path), toy_examples(64), 4, ablation="zero", progress=False,
+                             threads=1)
+    record = c.metrics["search"]
+    assert c.metrics["n_nodes"] == 0 and c.metrics["target_met"]
+    assert record["n_trials"] == 0 and record["requested_trials"] == 4 and record["trials"] == []
+    assert "empty circuit" in record["skipped"]

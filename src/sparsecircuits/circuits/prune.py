@@ -515,16 +515,25 @@ def empty_candidate(ctx: _Context, s: PruneSettings) -> dict | None:
             "met": True, "beaten": False, "edges": 0, "train_loss": prober.loss(0), "n_open": 0}
 
 
+def empty_circuit(ctx: _Context, s: PruneSettings, seed: int, t0: float) -> Circuit | None:
+    """The empty circuit, finished, when ``empty_candidate`` finds it meets every target
+    (its ``settings.empty_meets_all_targets`` says so; no sweep, no k_coef); else None."""
+    empty = empty_candidate(ctx, s)
+    if empty is None:
+        return None
+    circuit = finish(ctx, s, [], empty, seed, t0)
+    circuit.settings.pop("k_coef", None)
+    circuit.settings["empty_meets_all_targets"] = True
+    return circuit
+
+
 def _prune(ctx: _Context, s: PruneSettings, seed: int, progress: bool, t0: float) -> Circuit:
     """The k_coef sweep: one candidate per k_coef, the fewest edges meeting the target kept."""
     from tqdm.auto import tqdm
 
-    empty = empty_candidate(ctx, s)
+    empty = empty_circuit(ctx, s, seed, t0)
     if empty is not None:
-        circuit = finish(ctx, s, [], empty, seed, t0)
-        circuit.settings.pop("k_coef", None)
-        circuit.settings["empty_meets_all_targets"] = True
-        return circuit
+        return empty
     bar = tqdm(total=s.steps * len(s.k_coefs), desc=f"prune {ctx.data.name}",
                disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:

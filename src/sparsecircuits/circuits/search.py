@@ -53,6 +53,7 @@ from .prune import (
     _frozen,
     _prepare,
     _threads,
+    empty_circuit,
     finish,
     heldout_loss,
     make_settings,
@@ -334,6 +335,13 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
         if ray_address is None and jobs == 1:  # trials in this process: AbsTopK by the C kernel (same values)
             kernels.enter_context(kernel_sites(run.model))  # (workers get the plain model and do this themselves)
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
+        empty = empty_circuit(ctx, s, int(seed), t0)
+        if empty is not None:  # nothing smaller to search for
+            empty.metrics["search"] = {"n_trials": 0, "requested_trials": n_trials, "seed": int(seed),
+                                       "target_loss": s.target_loss, "trials": [], "target_met": True, "n_met": 0,
+                                       "skipped": "the empty circuit meets the target and every size target",
+                                       "seconds": empty.metrics["seconds"]}
+            return empty
         all_edges = count_edges(ctx.model, ctx.nodes, torch.ones(ctx.nodes.n, dtype=torch.bool))
         worker_threads = s.threads if s.threads > 0 else (0 if jobs == 1 and ray_address is None else 1)
         job = _Job(run=run, task=task, name=ctx.data.name, settings=s, seed=int(seed), means=ctx.masked.baseline,
