@@ -239,3 +239,13 @@ def test_index_shows_the_models_own_measures_from_eval_json(run_dir):
     index = _pages(write_report(run_dir).parent.parent)["index.html"]
     assert "own measures" in index and "7.25" in index and "12.5%" in index and "50.0%" in index
     assert "mlp_neuron" in index and "0.2" in index
+
+
+def test_an_empty_circuit_gets_a_note_instead_of_empty_charts():
+    from sparsecircuits.report.pages import EMPTY_NOTE, _circuit_charts
+
+    rows = [{"target_loss": t, "n_nodes": 0, "n_edges": 0} for t in (0.05, 0.15, 0.3)]
+    empty = _circuit_charts({"size_vs_target": rows, "curve": [], "settings": {"empty_meets_all_targets": True}})
+    assert "empty-circuit" in empty and "direct path" in EMPTY_NOTE and "<svg" not in empty
+    swept = _circuit_charts({"size_vs_target": [{"target_loss": 0.15, "n_nodes": 3, "n_edges": 2}], "settings": {}})
+    assert "size-vs-target" in swept and "empty-circuit" not in swept

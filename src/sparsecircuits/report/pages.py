@@ -207,7 +207,14 @@ def _checks_table(checks: Any) -> str:
             + "</section>")
 
 
+EMPTY_NOTE = ("The empty circuit meets the target and every size target on the train items: the direct path "
+              "from the token embeddings to the logits, which no node mask touches, decides this task. No mask "
+              "was optimised, and there is no size-vs-target or loss-vs-size curve to draw.")
+
+
 def _circuit_charts(m: dict) -> str:
+    if (m.get("settings") or {}).get("empty_meets_all_targets") is True:
+        return f"<section><h2>Size and pruning</h2><p class=\"muted empty-circuit\">{_e(EMPTY_NOTE)}</p></section>"
     charts = []
     svt = [r for r in (m.get("size_vs_target") or []) if isinstance(r, dict)]
     if svt:
