@@ -29,5 +29,5 @@ def test_trace_reads_a_node_and_an_edit_changes_the_output():
         edited = traced.output.save()
     p, q = VOCAB["P"], VOCAB["Q"]
     assert ref[0, 2, p] > ref[0, 2, q]  # the model answers P ...
-    assert float(edited[0, 2, p]) == 0.0  # ... only through that neuron
+    assert float(edited[0, 2, p].detach()) == 0.0  # ... only through that neuron
     assert edited[0, 2, p] < edited[0, 2, q]  # the answer flips to Q (the final norm rescales it)
