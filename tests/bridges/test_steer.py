@@ -4,7 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsecircuits.bridges.steer import dense_direction, mean_residual_rms, parse_read_node, steered_logits
+from sparsecircuits.bridges.steer import (
+    dense_direction,
+    mean_residual_rms,
+    parse_read_node,
+    patched_sparse_logits,
+    steered_logits,
+)
 from sparsecircuits.errors import UserError
 
 from bridge_fixtures import as_bridged, tokens, twin_pair
@@ -46,6 +52,8 @@ def test_strength_one_with_an_exact_bridge_patches_the_counterfactual_activation
     assert torch.allclose(steered, patched, atol=1e-5, rtol=1e-5)
     half = steered_logits(br, presented, counter, read, ch, direction, 0.5)
     assert not torch.allclose(half, patched, atol=1e-4)
+    # the twin is a copy of the dense model here: its own patch is the same patch
+    assert torch.allclose(patched_sparse_logits(br, presented, counter, read, ch), patched, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("node", ["blocks.0.hook_resid_pre:1", "blocks.0.attn.hook_q:1", "blocks.0.hook_attn_in",

@@ -90,6 +90,23 @@ def steered_logits(br: BridgedRun, presented: torch.Tensor, counterfactual: torc
     return br.dense.model.run_with_hooks(presented, [(read, lambda x, hook: x + edit)])
 
 
+@torch.no_grad()
+def patched_sparse_logits(br: BridgedRun, presented: torch.Tensor, counterfactual: torch.Tensor, read: str,
+                          channel: int) -> torch.Tensor:
+    """The twin's own logits (N, T, V) on ``presented`` with ``channel`` of ``read`` set to its
+    counterfactual activation at every token: how much of the task that one node carries in
+    the sparse model, before any bridge."""
+    _, cc = br.sparse.model.run_with_cache(counterfactual, names_filter=read)
+    value = cc[read][..., channel]  # (N, T)
+
+    def patch(x, hook):
+        x = x.clone()
+        x[..., channel] = value
+        return x
+
+    return br.sparse.model.run_with_hooks(presented, [(read, patch)])
+
+
 def task_pairs(br: BridgedRun, task_name: str, n_pairs: int, seed: int):
     """Presented and counterfactual prompts of one task, both ways round, held-out items:
     (presented (N, T), counterfactual (N, T), last_pos (N,), counterfactual answer id (N,)).
@@ -152,7 +169,13 @@ def steer_curve(br: BridgedRun, task_name: str, node: str, strengths=DEFAULT_STR
             "location": location, "n_prompts": int(presented.shape[0]), "strengths": list(strengths),
             "rms_sparse": rms_s, "rms_dense": rms_d,
             "p_counterfactual": node_curve, "random": random_curves, "random_mean": mean_random,
-            "p_counterfactual_unsteered_on_counterfactual_prompt": _p_answer(br.dense.model(counter), last_pos, answer)}
+            "p_counterfactual_unsteered_on_counterfactual_prompt": _p_answer(br.dense.model(counter), last_pos, answer),
+            # the same node in the twin itself, no bridge: presented, node patched, counterfactual
+            "sparse_p_counterfactual": {
+                "presented": _p_answer(sparse(presented), last_pos, answer),
+                "node_patched": _p_answer(patched_sparse_logits(br, presented, counter, read, channel), last_pos,
+                                          answer),
+                "counterfactual_prompt": _p_answer(sparse(counter), last_pos, answer)}}
 
 
 def format_curve(result: dict) -> str:
@@ -163,6 +186,11 @@ def format_curve(result: dict) -> str:
         lines.append(f"{s:>9.2f}{result['p_counterfactual'][i]:>11.4f}{r}")
     lines.append(f"dense P(counterfactual answer) on the counterfactual prompt itself: "
                  f"{result['p_counterfactual_unsteered_on_counterfactual_prompt']:.4f}")
+    twin = result.get("sparse_p_counterfactual")
+    if twin:
+        lines.append(f"the twin itself, no bridge: P {twin['presented']:.4f} on the presented prompt, "
+                     f"{twin['node_patched']:.4f} with the node patched, {twin['counterfactual_prompt']:.4f} "
+                     "on the counterfactual prompt")
     return "\n".join(lines)
 
 
