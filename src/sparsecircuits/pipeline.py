@@ -2,10 +2,10 @@
 
 data (the stdlib plus generated simple Python) -> train -> score the 20 tasks -> prune
 every learned task (single_double_quote and bracket_counting, the paper's two, first) ->
-node details -> HTML report.  Each stage is skipped when its output already exists (a circuit only while
-``rundir``'s freshness rule says it still stands for these settings), so a second run is
-fast and an interrupted run picks up where it stopped: training resumes from its last
-checkpoint.  ``sparsecircuits demo`` parses its arguments into ``DemoSettings`` and calls
+node details -> HTML report.  Each stage is skipped when its output already exists (a
+circuit only while ``rundir``'s freshness rule says it still stands for these settings),
+so a second run is fast and an interrupted run picks up where it stopped: training
+resumes from its last checkpoint.  ``sparsecircuits demo`` parses its arguments into ``DemoSettings`` and calls
 ``run_demo``.
 """
 from __future__ import annotations
