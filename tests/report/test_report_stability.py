@@ -100,8 +100,11 @@ def test_the_viewer_rings_the_core_and_names_it(browser, run_dir):
         return v.cy.nodes('.core').map(n => v.nodeId(n.id())); }""")
     assert sorted(ringed) == sorted(CORE)
     assert "stable core across seeds" in page.inner_text("[data-role=legend]")
+    shows = "(id) => document.querySelector('[data-role=panel]').innerText.includes(id)"
     click_node(page, CORE[0])
+    page.wait_for_function(shows, arg=CORE[0])  # the panel follows a selection a tick later
     assert "stable core" in page.inner_text("[data-role=panel]")
     click_node(page, "blocks.1.hook_attn_out:55")  # not in the core
+    page.wait_for_function(shows, arg="blocks.1.hook_attn_out:55")
     assert "stable core" not in page.inner_text("[data-role=panel]")
     assert w.errors == [] and w.foreign_requests(page_path) == []
