@@ -93,6 +93,7 @@ def site_abstopk(x: torch.Tensor, k: int) -> torch.Tensor | None:
         return NativeAbsTopK.apply(rows, k).view(*lead, w)
     return native_abstopk(rows, k, exact_keep=False)[0].view(*lead, w)
 
+
 def _is_power_of_two(s: float) -> bool:
     return s > 0 and math.frexp(s)[0] == 0.5
 

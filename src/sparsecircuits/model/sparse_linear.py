@@ -54,7 +54,7 @@ from torch.autograd.function import once_differentiable
 
 from . import native
 from .gpt import SiteSparsity, abstopk
-from .kernels import NativeAbsTopK, native_abstopk
+from .kernels import native_abstopk, site_abstopk
 
 PATHS = ("dense", "torch_csr", "tiled", "scatter")
 NATIVE_PATHS = ("tiled", "scatter")
@@ -219,14 +219,10 @@ class FrozenAbsTopK(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grad = torch.is_grad_enabled() and x.requires_grad
-        if ((self.path if grad else self.no_grad_path) != "kernel" or self.k >= x.shape[-1]
-                or x.dtype != torch.float32 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu")):
+        if (self.path if grad else self.no_grad_path) != "kernel" or self.k >= x.shape[-1]:
             return abstopk(x, self.k)
-        lead = x.shape[:-1]
-        rows = x.reshape(-1, x.shape[-1]).contiguous()  # (N, w)
-        if not grad:
-            return native_abstopk(rows, self.k, exact_keep=False)[0].view(*lead, x.shape[-1])
-        return NativeAbsTopK.apply(rows, self.k).view(*lead, x.shape[-1])
+        fast = site_abstopk(x, self.k)  # None where the kernel does not apply (dtype, device, autocast)
+        return abstopk(x, self.k) if fast is None else fast
 
 
 # -- the plan -----------------------------------------------------------------------------
