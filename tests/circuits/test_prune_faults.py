@@ -237,6 +237,68 @@ def test_the_sweep_keeps_the_fewest_edge_passing_circuit(tmp_path, monkeypatch):
     assert c3.settings["k_coef"] == 1e-2 and c3.metrics["n_nodes"] == 6
 
 
+def test_a_candidate_whose_open_nodes_fail_goes_last_and_is_beaten_by_one_probe(tmp_path, monkeypatch):
+    """The fewest open nodes are not always the smallest circuit: a k_coef that closed the
+    circuit itself (here only an idle node is open) needs most of the ranking.  Bisected
+    first, it would pass only far down the ranking and cost a long bisection; evaluated at its
+    open nodes first, it fails there, goes after the candidate that passes, and is beaten by
+    one probe at the winner's edge count."""
+    model = _toy_with_a_spare_path()
+    run = Run(path=tmp_path, config=RunConfig(model=toy_config()), model=model, tokenizer=toy_tokenizer())
+    ns = NodeSet.from_model(model)
+    circuit = sorted(TOY_CIRCUIT)
+    taus = {1e-2: _ranking(ns, IDLE, []),  # 1 open node, the circuit closed with the rest
+            3e-3: _ranking(ns, circuit, SPARE)}  # 6 open nodes, passing: bisected to 3
+
+    def fake_optimise(masked, data, k_coefs, s, seed, bar=None):
+        return [(taus[k].clone(), [{"step": 0, "loss": 0.5, "n_open": int((taus[k] > 0).sum()), "k_coef": k}])
+                for k in k_coefs]
+
+    monkeypatch.setattr(prune_module, "optimise_taus", fake_optimise)
+    c = prune(run, toy_examples(48), ablation="zero", k_coefs=[1e-2, 3e-3], **FAST)
+    sweep = {r["k_coef"]: r for r in c.settings["sweep"]}
+    small = count_edges(model, ns, ns.keep_from_names(circuit))
+    assert (sweep[3e-3]["n_nodes"], sweep[3e-3]["n_edges"], sweep[3e-3]["met"]) == (3, small, True)
+    assert sweep[1e-2]["beaten"] and not sweep[1e-2]["met"] and sweep[1e-2]["n_edges"] <= small
+    assert c.settings["k_coef"] == 3e-3 and set(c.node_ids) == TOY_CIRCUIT
+
+
+class _ScriptedProber(_Prober):
+    """A prober whose loss at K is a given function, recording every K it evaluates."""
+
+    def __init__(self, n: int, loss_at) -> None:
+        from types import SimpleNamespace
+
+        self.masked = SimpleNamespace(nodes=SimpleNamespace(n=n))
+        self.tie, self.order, self.cache, self.loss_at, self.evaluated = None, torch.arange(n), {}, loss_at, []
+
+    def loss(self, k: int) -> float:
+        if k not in self.cache:
+            self.evaluated.append(k)
+            self.cache[k] = (self.loss_at(k), (1.0, 0.0))
+        return self.cache[k][0]
+
+
+def test_a_bisection_starts_from_the_sizes_already_evaluated():
+    step = _ScriptedProber(200, lambda k: 0.1 if k >= 37 else 1.0)
+    for k in (10, 50, 120):  # what an earlier search left in the cache
+        step.loss(k)
+    assert step.bracket(0.15) == (10, 50) and step.bracket(0.01) is None
+    assert step.smallest(0.15, hint=120) == (37, True)
+    new = step.evaluated[3:]
+    assert new and all(10 < k < 50 for k in new) and len(new) <= 6  # log2(40) probes, none outside
+    # without a cache the same answer, from the hint down
+    fresh = _ScriptedProber(200, lambda k: 0.1 if k >= 37 else 1.0)
+    assert fresh.smallest(0.15, hint=120) == (37, True)
+    # a non-monotone loss: whatever the cache, the answer passes and nothing below it in the
+    # bracket was found to pass
+    bumpy = _ScriptedProber(200, lambda k: 0.1 if k >= 60 or 20 <= k < 25 else 1.0)
+    for k in (22, 100):
+        bumpy.loss(k)
+    k, met = bumpy.smallest(0.15, hint=100)
+    assert met and bumpy.loss(k) <= 0.15 and k <= 22
+
+
 def test_a_real_sweep_returns_its_fewest_edge_passing_entry(toy_run):
     c = prune(toy_run, toy_examples(48), ablation="zero", k_coefs=[0.0, 1e-2], **FAST)
     sweep = c.settings["sweep"]

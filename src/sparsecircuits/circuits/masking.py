@@ -11,7 +11,8 @@ zero (``ablation="zero"``), or the node's activation on another prompt of the ta
   backward pass (a straight-through estimator), so the loss sees the discrete circuit;
 * a boolean keep vector, for evaluation and for ablating a chosen node set
   ("ablate only these nodes", the necessity check).  Kept nodes pass through untouched
-  (``torch.where``), so keeping every node reproduces the model's logits bit for bit.
+  (``_blend`` is exact for a 0/1 mask), so keeping every node reproduces the model's
+  logits bit for bit.
 
 Means are averaged over every position of a few hundred validation windows and cached in
 ``RUN_DIR/node_means.safetensors`` (keyed by the weights file's size and mtime, so a
@@ -108,6 +109,21 @@ def resample_sources(model: nn.Module, nodes: NodeSet, tokens: torch.Tensor,
 # ---------------------------------------------------------------------------- masked model
 
 
+def _blend(x: torch.Tensor, m: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``m * x + (1 - m) * b`` for a 0/1 mask ``m`` broadcast against ``x``; ``b`` None is zero.
+
+    One fused pass over ``x`` (``addcmul`` onto the small ``(1 - m) * b``) instead of
+    ``torch.where`` or four elementwise ops: 2-3x faster on the activations, which makes the
+    mask hooks a small share of a masked forward pass.  Exact for a 0/1 mask: a kept entry
+    is ``0 + x``, an ablated one ``b + 0``, so keeping every node still gives the model's
+    own logits; the gradient to ``m`` is ``g * (x - b)`` either way.
+    """
+    if b is None:
+        return x * m
+    return torch.addcmul((1 - m) * b, x, m)
+
+
+
 class MaskedModel(nn.Module):
     """A GPT whose nodes can be masked; the GPT itself is shared, never copied.
 
@@ -159,14 +175,10 @@ class MaskedModel(nn.Module):
                     b = None
                 else:
                     b = self._site_views(self.baseline, x, site).to(x.device, x.dtype)
-                if hard:
-                    if b is None:
-                        out = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
-                    else:
-                        out = torch.where(m, x, b)
+                if sources is not None and hard:
+                    out = torch.where(m, x, b)  # b is as large as x: one pass
                 else:
-                    m = m.to(x.dtype)
-                    out = x * m if b is None else x * m + (1 - m) * b
+                    out = _blend(x, m.to(x.dtype), b)
                 return out.reshape(shape)
             hooks.append((site.hook, fn))
         return hooks
