@@ -36,6 +36,7 @@ def test_smoke_grid_writes_frontier_json_and_plots(smoke):
     g = GRIDS["smoke"]
     assert res["grid"] == "smoke" and res["tasks"] == g["tasks"] and res["targets"] == sorted(g["targets"])
     assert len(res["models"]) == len(g["widths"]) * len(g["densities"])
+    assert res["edge_count"] == "weights"  # the paper's count: nonzero weights between kept nodes
     for m in res["models"]:
         assert {"name", "density", "width", "nonzeros", "val_loss", "tasks", "geomean"} <= set(m)
         assert m["training"] == "trained" and math.isfinite(m["val_loss"])

@@ -59,7 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..circuit_sizes import geometric_mean
+from ..circuit_sizes import EDGE_COUNT, geometric_mean
 from ..config import TARGET_LOSS
 from ..errors import UserError
 from ..io import to_jsonable
@@ -551,7 +551,7 @@ def frontier(grid: str, out: str | Path, tasks: Sequence[str] | None = None,
             models.append(rec)
     summary = summarize(models, tasks, targets)
     result = {"grid": grid, "tasks": tasks, "targets": targets, "data_dir": str(data_dir),
-              "paper_ratio_edges": PAPER_RATIO, "models": models, "summary": summary,
+              "paper_ratio_edges": PAPER_RATIO, "edge_count": EDGE_COUNT, "models": models, "summary": summary,
               "seconds": round(time.perf_counter() - t_all, 1)}
     atomic_write_json(out / "frontier.json", to_jsonable(result))
     result["plots"] = [str(p) for p in plot_frontier(models, targets, out, tasks, summary)]
