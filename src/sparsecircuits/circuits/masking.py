@@ -123,7 +123,6 @@ def _blend(x: torch.Tensor, m: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     return torch.addcmul((1 - m) * b, x, m)
 
 
-
 class MaskedModel(nn.Module):
     """A GPT whose nodes can be masked; the GPT itself is shared, never copied.
 

@@ -314,6 +314,10 @@ class _Prober:
         self.loss(k)
         return self.cache[self.size(k)][1]
 
+    def first_top(self, hint: int) -> int:
+        """The first size a search from ``hint`` open nodes probes: ``hint`` within [1, n]."""
+        return min(max(hint, 1), self.masked.nodes.n)
+
     def bracket(self, target: float) -> tuple[int, int] | None:
         """``(lo, hi)`` from sizes already evaluated: ``hi`` the smallest that passes, ``lo``
         the largest below it that fails (0 when none has); None when none passes.
@@ -347,7 +351,7 @@ class _Prober:
             k = smallest_passing(passes, *known, rel_tol)
             if k is not None:
                 return self.size(k), True
-        lo, hi = 0, min(max(hint, 1), n)
+        lo, hi = 0, self.first_top(hint)
         while True:
             k = smallest_passing(passes, lo, hi, rel_tol)
             if k is not None:
@@ -477,7 +481,7 @@ def _candidates(ctx: _Context, s: PruneSettings, k_coefs: Sequence[float], seed:
     tick = time.perf_counter()
     probers = [_Prober(ctx.masked, torch.argsort(-tau, stable=True), ctx.probe, s) for tau, _ in runs]
     opens = [int((tau > 0).sum()) for tau, _ in runs]
-    open_fails = [probers[i].loss(min(max(opens[i], 1), ctx.nodes.n)) > s.target_loss for i in range(len(runs))]
+    open_fails = [p.loss(p.first_top(n_open)) > s.target_loss for p, n_open in zip(probers, opens)]
     ctx.timings["bisect"] += time.perf_counter() - tick
     out: list[dict | None] = [None] * len(runs)
     best_edges = None
