@@ -80,24 +80,34 @@ def dense_direction(br: BridgedRun, read: str, location: str, channel: int,
 
 
 @torch.no_grad()
-def steered_logits(br: BridgedRun, presented: torch.Tensor, counterfactual: torch.Tensor, read: str,
-                   channel: int, direction: torch.Tensor, strength: float) -> torch.Tensor:
-    """Dense logits (N, T, V) on ``presented`` (N, T) with the edit of ``channel`` at ``strength``."""
+def read_activations(br: BridgedRun, presented: torch.Tensor, counterfactual: torch.Tensor,
+                     read: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The twin's activations at ``read`` on both prompts, (N, T, Ds) each."""
     _, cp = br.sparse.model.run_with_cache(presented, names_filter=read)
     _, cc = br.sparse.model.run_with_cache(counterfactual, names_filter=read)
-    delta = cc[read][..., channel] - cp[read][..., channel]  # (N, T)
+    return cp[read], cc[read]
+
+
+@torch.no_grad()
+def steered_logits(br: BridgedRun, presented: torch.Tensor, counterfactual: torch.Tensor, read: str,
+                   channel: int, direction: torch.Tensor, strength: float,
+                   acts: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Dense logits (N, T, V) on ``presented`` (N, T) with the edit of ``channel`` at ``strength``.
+    ``acts``: ``read_activations``'s result when the caller has it (a curve reuses it)."""
+    cp, cc = acts if acts is not None else read_activations(br, presented, counterfactual, read)
+    delta = cc[..., channel] - cp[..., channel]  # (N, T)
     edit = strength * delta[..., None] * direction  # (N, T, Dd)
     return br.dense.model.run_with_hooks(presented, [(read, lambda x, hook: x + edit)])
 
 
 @torch.no_grad()
 def patched_sparse_logits(br: BridgedRun, presented: torch.Tensor, counterfactual: torch.Tensor, read: str,
-                          channel: int) -> torch.Tensor:
+                          channel: int, acts: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The twin's own logits (N, T, V) on ``presented`` with ``channel`` of ``read`` set to its
     counterfactual activation at every token: how much of the task that one node carries in
-    the sparse model, before any bridge."""
-    _, cc = br.sparse.model.run_with_cache(counterfactual, names_filter=read)
-    value = cc[read][..., channel]  # (N, T)
+    the sparse model, before any bridge.  ``acts`` as in ``steered_logits``."""
+    _, cc = acts if acts is not None else read_activations(br, presented, counterfactual, read)
+    value = cc[..., channel]  # (N, T)
 
     def patch(x, hook):
         x = x.clone()
@@ -147,9 +157,8 @@ def steer_curve(br: BridgedRun, task_name: str, node: str, strengths=DEFAULT_STR
     ref = reference_tokens(br, ref_batches)
     rms_s = mean_residual_rms(sparse, location, ref)
     rms_d = mean_residual_rms(br.dense.model, location, ref)
-    _, cp = sparse.run_with_cache(presented, names_filter=read)
-    _, cc = sparse.run_with_cache(counter, names_filter=read)
-    moved = ((cc[read] - cp[read]) != 0).flatten(0, 1).any(0)  # (Ds,): channels the prompts move
+    acts = read_activations(br, presented, counter, read)  # once for every curve
+    moved = ((acts[1] - acts[0]) != 0).flatten(0, 1).any(0)  # (Ds,): channels the prompts move
     moved[channel] = False
     pool = moved.nonzero().flatten()
     gen = torch.Generator().manual_seed(seed)
@@ -157,12 +166,11 @@ def steer_curve(br: BridgedRun, task_name: str, node: str, strengths=DEFAULT_STR
 
     def curve(ch: int) -> list[float]:
         direction = dense_direction(br, read, location, ch, rms_s, rms_d)
-        return [_p_answer(steered_logits(br, presented, counter, read, ch, direction, s), last_pos, answer)
+        return [_p_answer(steered_logits(br, presented, counter, read, ch, direction, s, acts), last_pos, answer)
                 for s in strengths]
 
-    read_prefix = read
     node_curve = curve(channel)
-    random_curves = {f"{read_prefix}:{ch}": curve(ch) for ch in randoms}
+    random_curves = {f"{read}:{ch}": curve(ch) for ch in randoms}
     mean_random = ([sum(c[i] for c in random_curves.values()) / len(random_curves) for i in range(len(strengths))]
                    if random_curves else None)
     return {"run": str(br.path), "dense_run": str(br.dense.path), "task": task_name, "node": node,
@@ -173,7 +181,7 @@ def steer_curve(br: BridgedRun, task_name: str, node: str, strengths=DEFAULT_STR
             # the same node in the twin itself, no bridge: presented, node patched, counterfactual
             "sparse_p_counterfactual": {
                 "presented": _p_answer(sparse(presented), last_pos, answer),
-                "node_patched": _p_answer(patched_sparse_logits(br, presented, counter, read, channel), last_pos,
+                "node_patched": _p_answer(patched_sparse_logits(br, presented, counter, read, channel, acts), last_pos,
                                           answer),
                 "counterfactual_prompt": _p_answer(sparse(counter), last_pos, answer)}}
 
