@@ -237,6 +237,7 @@ class PruneSettings:
     eval_batch: int = 64  # prompts per forward when evaluating (sorted by length)
     n_probe: int = 256  # train pairs (or examples x2) the bisection evaluates on (256: all of them)
     threads: int = 0  # torch threads while pruning; 0 = leave torch's default
+    lanes: int = 0  # chunks run side by side on model copies (circuits/lanes.py); 0 = one per thread
     size_targets: list[float] = field(default_factory=lambda: list(SIZE_TARGETS))
     tie_qk: bool = False  # q_j and k_j of a head share one mask (circuits/tying.py)
     curve_points: int = 8  # sizes on the circuit's loss-vs-size curves (circuits/loss_curve.py); 0 = none
@@ -271,6 +272,8 @@ class PruneSettings:
             raise UserError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if not self.tau_init_std >= 0:
             raise UserError(f"tau_init_std must be >= 0, got {self.tau_init_std}")
+        if self.lanes < 0:
+            raise UserError(f"lanes must be >= 0 (0: one per thread), got {self.lanes}")
         if self.curve_points < 0 or self.curve_points == 1:
             raise UserError(f"curve_points must be 0 (no curve) or >= 2, got {self.curve_points}")
         return self

@@ -24,6 +24,7 @@ from ..config import TARGET_LOSS, PruneSettings
 from ..tasks.base import answer_diff, binary_task_loss
 from .circuit import Circuit
 from .graph import count_edges
+from .lanes import map_masked
 from .masking import MaskedModel
 from .prune import _Context, _frozen, _Prober, _prepare, _threads, finish, make_settings
 from .tying import qk_tie, unit_sum
@@ -39,13 +40,22 @@ def attribution_scores(masked: MaskedModel, batch, batch_size: int = 64) -> torc
     """
     n = masked.nodes.n
     device = next(masked.model.parameters()).device
-    m = torch.ones(n, requires_grad=True)
     total = len(batch)
-    for start in range(0, total, batch_size):
+
+    def chunk_grad(mm: MaskedModel, start: int) -> torch.Tensor:
         chunk = batch.select(slice(start, start + batch_size)).to(device)
-        last = masked(chunk.tokens, m, last_pos=chunk.last_pos)  # (b, V)
-        (binary_task_loss(answer_diff(last, chunk)) * (len(chunk) / total)).backward()
-    return m.grad.detach().clone() if m.grad is not None else torch.zeros(n)
+        m = torch.ones(n, requires_grad=True)
+        last = mm(chunk.tokens, m, last_pos=chunk.last_pos)  # (b, V)
+        loss = binary_task_loss(answer_diff(last, chunk)) * (len(chunk) / total)
+        (grad,) = torch.autograd.grad(loss, m, allow_unused=True)
+        return torch.zeros(n) if grad is None else grad  # (n,)
+
+    with torch.enable_grad():
+        grads = map_masked(masked, chunk_grad, range(0, total, batch_size))  # chunks side by side
+    out = torch.zeros(n)
+    for g in grads:  # in chunk order: the sum does not depend on the lanes
+        out += g
+    return out
 
 
 def attribution_order(nodes, scores: torch.Tensor, tie_qk: bool = False) -> torch.Tensor:

@@ -98,12 +98,16 @@ def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> 
 @torch.no_grad()
 def circuit_diffs(masked: MaskedModel, mask: torch.Tensor | None, batch, batch_size: int = 256) -> torch.Tensor:
     """Correct-minus-incorrect answer logit differences (N,) under a mask (None = full model)."""
+    from .lanes import map_masked
+
     device = next(masked.model.parameters()).device
-    out = []
-    for start in range(0, len(batch), batch_size):
+
+    def chunk_diffs(mm: MaskedModel, start: int) -> torch.Tensor:
         chunk = batch.select(slice(start, start + batch_size)).to(device)
-        last = masked(chunk.tokens, mask, last_pos=chunk.last_pos)  # (b, V)
-        out.append(answer_diff(last, chunk).float().cpu())
+        last = mm(chunk.tokens, mask, last_pos=chunk.last_pos)  # (b, V)
+        return answer_diff(last, chunk).float().cpu()  # (b,)
+
+    out = map_masked(masked, chunk_diffs, range(0, len(batch), batch_size))  # chunks side by side
     return torch.cat(out) if out else torch.zeros(0)
 
 

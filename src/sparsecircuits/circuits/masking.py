@@ -20,6 +20,7 @@ retrained model never reuses stale means).
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -139,6 +140,13 @@ class MaskedModel(nn.Module):
         if isinstance(baseline, torch.Tensor) and baseline.shape != (self.nodes.n,):
             raise ValueError(f"baseline has shape {tuple(baseline.shape)}, expected ({self.nodes.n},)")
         self.baseline = baseline
+
+    def on_model(self, model: nn.Module) -> "MaskedModel":
+        """This masked model (its class, baseline and nodes) over another copy of the GPT,
+        for a lane of ``lanes.py``; ``self`` is left as it was."""
+        clone = copy.copy(self)
+        clone._modules = {**self._modules, "model": model}
+        return clone
 
     def _site_views(self, vec: torch.Tensor, x: torch.Tensor, site) -> torch.Tensor:
         """The site's slice of a flat vector, shaped to broadcast against ``x``."""

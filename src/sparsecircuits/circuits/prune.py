@@ -47,7 +47,9 @@ The recipe, and the choices made where the paper leaves room:
    longest prompt, the unembedding runs at the last position only, and the weights get no
    gradients.  The cost is mostly the model's own AbsTopK and the mask hooks.  Defaults: 3
    k_coefs x 30 steps; a k_coef whose circuit cannot beat the best one found is dropped
-   after one probe (``_candidates``); loss-vs-size curves at 8 sizes.  Measured with
+   after one probe (``_candidates``); loss-vs-size curves at 8 sizes.  With more than one
+   thread, the length buckets of a step and the chunks of an evaluation run side by side
+   on copies of the model (``lanes.py``), with the results one lane gives.  Measured with
    ``benchmarks/prune_time.py`` and ``benchmarks/prune_budget.py``.
 7. The paper retunes all of this per model and task with a hyperparameter search;
    ``circuits/search.py`` (``prune --search N``) does that, starting from these defaults.
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Sequence
 
@@ -74,6 +77,7 @@ from .circuit import (
 )
 from .frozen import kernel_sites
 from .graph import count_edges
+from .lanes import default_lanes, map_masked, spread
 from .masking import MaskedModel, ablation_baseline, heaviside_ste
 from .nodes import NodeSet
 from .tying import adjacent, close, qk_tie
@@ -244,16 +248,12 @@ def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float]
             mask = m[0] + (m[1:] - m[1:].detach()).sum(0)  # (n,): the shared mask, every run's gradient
         else:
             mask = m
-        diffs = []
-        for part in idx.tensor_split(s.length_buckets):
-            if part.numel() == 0:
-                continue
-            batch = data.train.select(part).to(device)
-            last = masked(batch.tokens, mask, last_pos=batch.last_pos)  # (b, V) or (R, b, V)
-            diffs.append(answer_diff(last, batch).view(-1, part.numel()))  # (1, b) or (R, b)
-        diff = torch.cat(diffs, dim=1)  # (1, N) or (R, N)
-        task = torch.stack([binary_task_loss(d) for d in diff])  # (1,) or (R,): each run's task loss
-        loss = task.sum() + (coef * m.sum(1)).sum()  # the runs' gradients do not mix
+        parts = [part for part in idx.tensor_split(s.length_buckets) if part.numel()]
+        shares = map_masked(masked, partial(_bucket_loss, data=data, mask=mask.detach(), n_rows=idx.numel(),
+                                            device=device), parts)  # per bucket: (loss share, its mask gradient)
+        task = torch.stack([share for share, _ in shares]).sum(0)  # (1,) or (R,): each run's task loss
+        grad = torch.stack([g for _, g in shares]).sum(0)  # like mask: summed in bucket order, whatever the lanes
+        loss = (mask * grad).sum() + (coef * m.sum(1)).sum()  # d/dmask = the task gradient; the runs do not mix
         task = task.expand(R)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,6 +275,27 @@ def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float]
             bar.set_postfix(loss="/".join(f"{x:.3f}" for x in losses), open="/".join(map(str, n_open)),
                             refresh=False)
     return [(tau.detach()[tie], curve) for tau, curve in zip(taus, curves)]
+
+
+def _bucket_loss(masked: MaskedModel, part: torch.Tensor, data: _TaskData, mask: torch.Tensor, n_rows: int,
+                 device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One length bucket of an optimisation step: its share of each run's task loss, (1,) or
+    (R,), and that share's gradient with respect to ``mask`` (the mask's shape).
+
+    ``binary_task_loss`` is a mean over prompts, so a bucket of ``b`` of the step's
+    ``n_rows`` prompts contributes its own mean times ``b / n_rows``, and the step's loss
+    and gradient are the sums over buckets.  Each bucket differentiates to a leaf of its
+    own, so buckets can run in separate lanes (``lanes.py``) and the sums are taken in one
+    fixed order by the caller.
+    """
+    leaf = mask.detach().requires_grad_(True)
+    batch = data.train.select(part).to(device)
+    with torch.enable_grad():
+        last = masked(batch.tokens, leaf, last_pos=batch.last_pos)  # (b, V) or (R, b, V)
+        diff = answer_diff(last, batch).view(-1, part.numel())  # (1, b) or (R, b)
+        share = torch.stack([binary_task_loss(d) for d in diff]) * (part.numel() / n_rows)  # (1,) or (R,)
+        (grad,) = torch.autograd.grad(share.sum(), leaf)  # the runs' rows only reach their own mask row
+    return share.detach(), grad
 
 
 class _Prober:
@@ -390,11 +411,17 @@ def prune(run, task, target_loss: float = TARGET_LOSS, ablation: str = "mean", s
         raise UserError(f"unknown pruning method {method!r}; expected learned or attribution")
     t0 = time.perf_counter()
     s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
-    with _threads(s.threads), kernel_sites(run.model):
+    with _threads(s.threads), kernel_sites(run.model), spread(run.model, lanes(s), s.threads):
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
         circuit = _prune(ctx, s, seed=int(seed), progress=progress, t0=t0)
     circuit.metrics["method"] = "learned"
     return circuit
+
+
+def lanes(s: PruneSettings) -> int:
+    """How many lanes (``lanes.py``) a pruning runs: ``s.lanes``, or by default one per torch
+    thread it may use (one lane, i.e. none, at ``threads=1``)."""
+    return s.lanes if s.lanes > 0 else default_lanes(s.threads)
 
 
 def make_settings(target_loss: float = TARGET_LOSS, ablation: str = "mean", steps: int | None = None,

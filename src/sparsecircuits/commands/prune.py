@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help=f"prune even if the model is below {LEARNED_ACCURACY * 100:.0f}%% accurate")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads while pruning (default: torch's own; 1 is often faster on a busy machine)")
+                   help="torch threads while pruning (default: torch's own; 1 is often faster on a busy machine); "
+                        "chunks of prompts run side by side, one lane per thread (--set lanes=N to choose)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a pruning setting, e.g. lr=3e-3, beta2=0.95, grad_clip=1, lr_decay=constant, "
                         "warmup_frac=0.05, tau_init_mean=0.1, tau_init_std=0.01, temperature=1, weight_decay=1e-3 "
