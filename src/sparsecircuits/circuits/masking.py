@@ -206,15 +206,24 @@ class MaskedModel(nn.Module):
         swaps = []
         if mask is not None and mask.dtype == torch.bool:
             swaps = skippable(self.model, self.nodes, mask if mask.dim() == 1 else mask.any(0))
+        # the mask hooks do not depend on position, so the last block may run at last_pos only;
+        # resample ablation's sources are per position
+        trim = {"last_only": True} if sources is None and self._trims() else {}
         if mask is None or mask.dim() == 1:
             with skipping(swaps):
-                return self.model.run_with_hooks(tokens, fwd_hooks=hooks, last_pos=last_pos)
+                return self.model.run_with_hooks(tokens, fwd_hooks=hooks, last_pos=last_pos, **trim)
         R, B = mask.shape[0], tokens.shape[0]
         rows = tokens.repeat(R, 1)  # (R * B, T), group-major
         last = None if last_pos is None else last_pos.repeat(R)
         with skipping(swaps):
-            out = self.model.run_with_hooks(rows, fwd_hooks=hooks, last_pos=last)
+            out = self.model.run_with_hooks(rows, fwd_hooks=hooks, last_pos=last, **trim)
         return out.view(R, B, *out.shape[1:])
+
+    def _trims(self) -> bool:
+        """Whether the model takes ``last_only`` (a ``GPT``; other modules may not)."""
+        from ..model.gpt import GPT
+
+        return isinstance(self.model, GPT)
 
     def fixed(self, keep: torch.Tensor) -> "FixedMask":
         """A ``tokens -> logits`` module with this keep vector, for ``evaluate_task``."""

@@ -41,6 +41,17 @@ def topk_width(afrac: float, width: int) -> int:
     return max(1, int(afrac * width))
 
 
+def at_positions(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Each row's entry at its own position: x (B, T, ...), pos (B,) -> (B, 1, ...)."""
+    rows = torch.arange(x.shape[0], device=x.device)
+    return x[rows, pos.to(x.device)][:, None]
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether any hook point inside ``module`` has a hook attached."""
+    return any(m._fns for m in module.modules() if isinstance(m, HookPoint))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, d: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -91,21 +102,33 @@ class Attention(nn.Module):
         self.register_buffer("causal_bias", torch.zeros(causal.shape).masked_fill(~causal, float("-inf")),
                              persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D); with ``last_pos`` (B,), the output at those positions only,
+        (B, 1, D): q, the pattern and z are then computed for one query per row (keys and
+        values still for every position), see ``GPT.forward``'s ``last_only``."""
         B, T, _ = x.shape
         H, Dh = self.n_head, self.d_head
         q, k, v = self.c_attn(x).split(H * Dh, dim=-1)  # each (B, T, H*Dh)
+        if last_pos is not None:
+            q = at_positions(q, last_pos)  # (B, 1, H*Dh)
+        Tq = q.shape[1]
         # AbsTopK acts on all heads' channels together, per token, before the head split.
-        q = self.hook_q(self.sparse_q(q).view(B, T, H, Dh))
+        q = self.hook_q(self.sparse_q(q).view(B, Tq, H, Dh))
         k = self.hook_k(self.sparse_k(k).view(B, T, H, Dh))
         v = self.hook_v(self.sparse_v(v).view(B, T, H, Dh))
-        if self.hook_pattern._fns or torch.is_autocast_enabled(x.device.type):
+        if last_pos is not None:
+            # each row's one query sees the keys up to its own position (B, 1, 1, T)
+            seen = torch.arange(T, device=x.device)[None, :] <= last_pos.to(x.device)[:, None]
+            bias = torch.zeros(B, 1, 1, T, dtype=q.dtype, device=x.device).masked_fill(~seen[:, None, None, :],
+                                                                                       float("-inf"))
+            z = causal_attention(q, k, v, self.sink_logit, bias, 1.0 / math.sqrt(Dh))
+        elif self.hook_pattern._fns or torch.is_autocast_enabled(x.device.type):
             z = self._explicit_attention(q, k, v)
         else:
             # no one reads or edits the pattern: one autograd node, same values
             z = causal_attention(q, k, v, self.sink_logit, self.causal_bias[:T, :T], 1.0 / math.sqrt(Dh))
-        z = self.hook_z(z)  # (B, T, H, Dh)
-        return self.c_proj(z.reshape(B, T, H * Dh))
+        z = self.hook_z(z)  # (B, Tq, H, Dh)
+        return self.c_proj(z.reshape(B, Tq, H * Dh))
 
     def _explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Op-by-op attention that passes the pattern through ``hook_pattern``; (B, T, H, Dh) in and out."""
@@ -168,10 +191,20 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()  # residual writes of the MLP
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D); with ``last_pos`` (B,), the output at those positions only,
+        (B, 1, D): everything after the attention's keys and values runs on one position per row."""
         x = self.hook_resid_pre(x)  # (B, T, D)
         h = self.hook_attn_in(self.sparse_attn_in(self.ln_1(x)))
-        x = x + self.hook_attn_out(self.sparse_attn_out(self.attn(h)))
+        if last_pos is None:
+            a = self.attn(h)
+        elif isinstance(self.attn, Attention):
+            a = self.attn(h, last_pos)  # (B, 1, D)
+        else:  # a stand-in (circuits/skip.py), whose output the hook replaces
+            a = self.attn(at_positions(h, last_pos))
+        if last_pos is not None:
+            x = at_positions(x, last_pos)  # (B, 1, D)
+        x = x + self.hook_attn_out(self.sparse_attn_out(a))
         if self.residual_relu_mid:
             x = F.relu(x)
         x = self.hook_resid_mid(x)
@@ -225,7 +258,8 @@ class GPT(HookedMixin, nn.Module):
             # norm gains stay 1, sink logits stay 0
 
     def forward(self, input: torch.Tensor, *, start_at_layer: int | None = None, stop_at_layer: int | None = None,
-                tokens: torch.Tensor | None = None, last_pos: torch.Tensor | None = None) -> torch.Tensor:
+                tokens: torch.Tensor | None = None, last_pos: torch.Tensor | None = None,
+                last_only: bool | None = None) -> torch.Tensor:
         """tokens (B, T) long -> logits (B, T, V), or a part of that pass (TransformerLens's arguments).
 
         ``start_at_layer=L``: ``input`` is the residual stream entering block ``L`` (B, T, D),
@@ -236,16 +270,31 @@ class GPT(HookedMixin, nn.Module):
         ``last_pos`` (B,): logits only at each row's position ``last_pos``, (B, V); the
         final norm and the unembedding then run on those positions alone (a large share
         of a small model's cost when only the next token after a prompt matters).
+        ``last_only`` (with ``last_pos``): the last block also runs at those positions only,
+        past its keys and values (a tenth to a fifth less work for a 4-layer model).  Its
+        hook points from ``hook_q`` on then see (B, 1, ...) activations, so by default
+        (None) this is done only when no hook is attached to the last block; True does
+        it anyway, for hooks that do not depend on position (a node mask).  The logits
+        are the same up to rounding (a one-query attention product sums in another
+        order), and every ``last_pos`` caller gets the same path.  Never under autocast
+        or with a hook on the last block's pattern.
         """
         if start_at_layer is None:
             tokens = input
             x = self.embed(tokens)
         else:
             x = input  # (B, T, D)
-        for block in self.blocks[start_at_layer:stop_at_layer]:
-            x = block(x)
+        blocks = list(self.blocks[start_at_layer:stop_at_layer])
+        trim = (last_pos is not None and stop_at_layer is None and bool(blocks)
+                and not torch.is_autocast_enabled(x.device.type)
+                and not getattr(getattr(blocks[-1].attn, "hook_pattern", None), "_fns", None)
+                and (last_only or (last_only is None and not _hooked(blocks[-1]))))
+        for i, block in enumerate(blocks):
+            x = block(x, last_pos) if trim and i == len(blocks) - 1 else block(x)
         if stop_at_layer is not None:
             return x  # (B, T, D)
+        if trim:  # x is (B, 1, D) already
+            return self._logits(x, None if tokens is None else at_positions(tokens, last_pos))[:, 0]
         return self.unembed(x, tokens, last_pos)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -261,20 +310,23 @@ class GPT(HookedMixin, nn.Module):
     def unembed(self, x: torch.Tensor, tokens: torch.Tensor | None = None,
                 last_pos: torch.Tensor | None = None) -> torch.Tensor:
         """The residual stream after the last block (B, T, D) -> logits (B, T, V), or (B, V) at ``last_pos``."""
+        if last_pos is not None:
+            x = at_positions(x, last_pos)  # (B, 1, D)
+            if tokens is not None:
+                tokens = at_positions(tokens, last_pos)  # (B, 1)
+        logits = self._logits(x, tokens)  # (B, T, V), or (B, 1, V)
+        return logits if last_pos is None else logits[:, 0]
+
+    def _logits(self, x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        """The final norm, unembedding, bias and bigram table: x (B, T, D), tokens (B, T) -> (B, T, V)."""
         if self.bigram_table is not None and tokens is None:
             raise ValueError("this model adds a bigram table to its logits: pass tokens= with start_at_layer")
-        if last_pos is not None:
-            rows = torch.arange(x.shape[0], device=x.device)
-            last_pos = last_pos.to(x.device)
-            x = x[rows, last_pos][:, None, :]  # (B, 1, D)
-            if tokens is not None:
-                tokens = tokens[rows, last_pos][:, None]  # (B, 1)
-        logits = self.lm_head(self.ln_final(x))  # (B, T, V), or (B, 1, V)
+        logits = self.lm_head(self.ln_final(x))  # (B, T, V)
         if self.final_logits_bias is not None:
             logits = logits + self.final_logits_bias
         if self.bigram_table is not None:
             logits = logits + self.bigram_table[tokens]
-        return logits if last_pos is None else logits[:, 0]
+        return logits
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -99,11 +99,11 @@ def _is_power_of_two(s: float) -> bool:
 
 
 class _CausalAttention(torch.autograd.Function):
-    """q, k, v (B, T, H, Dh), sink (H,) or None -> z (B, T, H, Dh), contiguous."""
+    """q (B, Tq, H, Dh), k, v (B, T, H, Dh), sink (H,) or None -> z (B, Tq, H, Dh), contiguous."""
 
     @staticmethod
     def forward(ctx, q, k, v, sink, causal_bias, scale):
-        B, T, H, Dh = q.shape
+        B, T, H, Dh = k.shape
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
         # Scaling q instead of the scores is exact when the scale is a power of two
         # (d_head 4, 16, 64, ...); otherwise scale the scores in place, as the plain op does.
@@ -125,7 +125,7 @@ class _CausalAttention(torch.autograd.Function):
         ctx.scale, ctx.has_sink = scale, sink is not None
         ctx.sink_dtype = None if sink is None else sink.dtype
         ctx.save_for_backward(qs, k[:, :, :T], v, probs, z)
-        return z.transpose(1, 2).contiguous()  # (B, T, H, Dh)
+        return z.transpose(1, 2).contiguous()  # (B, Tq, H, Dh)
 
     @staticmethod
     @once_differentiable
@@ -162,7 +162,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink: to
     """Causal softmax attention; q, k, v (B, T, H, Dh) -> z (B, T, H, Dh).
 
     ``causal_bias`` (T, T) is 0 on and below the diagonal and -inf above; ``sink`` (H,) is
-    each head's logit for an extra key whose key and value are zero (None: no sink).
+    each head's logit for an extra key whose key and value are zero (None: no sink).  The
+    queries may be a few positions of each row instead, q (B, Tq, H, Dh), with a bias
+    that broadcasts to (B, 1, Tq, T) saying which keys each may see (``Attention``'s
+    ``last_pos``).
     """
     return _CausalAttention.apply(q, k, v, sink, causal_bias, scale)
 
