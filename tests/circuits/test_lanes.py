@@ -163,3 +163,15 @@ def test_pruning_gives_the_same_circuit_and_masks_with_one_or_two_lanes(toy_run)
 def test_negative_lanes_are_refused():
     with pytest.raises(UserError, match="lanes"):
         PruneSettings(lanes=-1).validate()
+
+
+def test_node_means_are_bitwise_the_same_with_lanes():
+    from sparsecircuits.circuits.masking import compute_node_means
+
+    model = random_model(2)
+    windows = torch.randint(0, 64, (20, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        plain = compute_node_means(model, windows, batch_size=4)
+        with spread(model, 2):
+            laned = compute_node_means(model, windows, batch_size=4)
+    assert plain.abs().sum() > 0 and torch.equal(plain, laned)

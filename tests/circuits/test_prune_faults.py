@@ -384,3 +384,26 @@ def test_within_edges_is_the_largest_top_k_with_no_more_edges(tmp_path):
     assert counts == sorted(counts) and counts[-1] > 0  # nested circuits: edges only grow
     for max_edges in sorted(set(counts)) + [counts[-1] + 5]:
         assert within_edges(ctx, prober, max_edges) == max(k for k, e in enumerate(counts) if e <= max_edges)
+
+
+def test_the_empty_and_the_whole_circuit_are_evaluated_once_per_pruning(tmp_path, monkeypatch):
+    """K = 0 and K = n are the same circuits in every candidate's ranking: one evaluation each
+    on the bisection's items, however many k_coefs and curves ask for them."""
+    calls: dict[tuple[int, str], int] = {}
+    real = prune_module.circuit_diffs
+
+    def counting(masked, mask, batch, batch_size=256):
+        if mask is not None and mask.dtype == torch.bool and (mask.all() or not mask.any()):
+            key = (id(batch), "all" if mask.all() else "none")
+            calls[key] = calls.get(key, 0) + 1
+        return real(masked, mask, batch, batch_size)
+
+    monkeypatch.setattr(prune_module, "circuit_diffs", counting)
+    # random weights: no circuit meets the target, so every candidate's search doubles up to all nodes
+    model = random_model(0, vocab_size=len(toy_tokenizer().get_vocab()), block_size=16)
+    run = Run(path=tmp_path, config=RunConfig(model=model.cfg), model=model, tokenizer=toy_tokenizer())
+    c = prune(run, toy_examples(64), ablation="zero", force=True, **{**FAST, "k_coefs": [1e-3, 1e-2, 3e-2]},
+              curve_points=4)
+    assert not c.metrics["target_met"]
+    assert calls and max(calls.values()) == 1, calls
+    assert any(kind == "all" for _, kind in calls)  # the searches did reach the whole circuit

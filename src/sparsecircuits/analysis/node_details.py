@@ -49,6 +49,7 @@ import torch
 
 from ..circuits.circuit import Circuit, calibrated_diff, encode_for_run, orientation
 from ..circuits.frozen import kernel_sites
+from ..circuits.lanes import default_lanes, map_model, spread
 from ..circuits.masking import MaskedModel, val_windows
 from ..circuits.nodes import NodeSet
 from ..circuits.skip import skippable, skipping
@@ -294,22 +295,28 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
     abl = {f: torch.zeros(P) for f in flats}  # correct-minus-incorrect per prompt, node ablated
     base = {f: torch.zeros(P) for f in flats}  # the same, circuit only, from the same forwards
     order = torch.argsort(batch.last_pos, stable=True)
-    # sites the circuit ablates whole stay ablated with any node removed: their work is skipped
-    with skipping(skippable(model, nodes, keep)):
-        for start in range(0, P, chunk_prompts):
-            idx = order[start:start + chunk_prompts]
-            sub = batch.select(idx).to(_device(model))  # trimmed to this chunk's longest prompt
-            C, T = sub.tokens.shape
+    units = []  # (chunk's prompts, the chunk, block L's cached input, L, the nodes ablated in one forward)
+    for start in range(0, P, chunk_prompts):
+        idx = order[start:start + chunk_prompts]
+        sub = batch.select(idx).to(_device(model))  # trimmed to this chunk's longest prompt
+        C, T = sub.tokens.shape
+        # sites the circuit ablates whole stay ablated with any node removed: their work is skipped
+        with skipping(skippable(model, nodes, keep)):
             _, cache = model.run_with_cache(sub.tokens, names_filter=names, fwd_hooks=masked.hooks(keep[None]),
                                             stop_at_layer=max(by_layer) + 1)
-            per = max(1, max_tokens // (C * T) - 1)  # ablated row groups per forward
-            for layer, group_all in sorted(by_layer.items()):
-                for g in range(0, len(group_all), per):
-                    group = group_all[g:g + per]
-                    diff = _group_diffs(model, masked, keep, cache[f"blocks.{layer}.hook_resid_pre"], layer, group, sub)
-                    for r, f in enumerate(group, start=1):
-                        abl[f][idx] = diff[r]
-                        base[f][idx] = diff[0]
+        per = max(1, max_tokens // (C * T) - 1)  # ablated row groups per forward
+        units += [(idx, sub, cache[f"blocks.{layer}.hook_resid_pre"], layer, group_all[g:g + per])
+                  for layer, group_all in sorted(by_layer.items()) for g in range(0, len(group_all), per)]
+
+    def unit_diffs(lane_model, unit) -> torch.Tensor:
+        _, sub, resid, layer, group = unit
+        with skipping(skippable(lane_model, nodes, keep)):
+            return _group_diffs(lane_model, masked, keep, resid, layer, group, sub)  # (R, C)
+
+    for (idx, _, _, _, group), diff in zip(units, map_model(model, unit_diffs, units)):  # side by side in lanes
+        for r, f in enumerate(group, start=1):
+            abl[f][idx] = diff[r]
+            base[f][idx] = diff[0]
     sign = orientation(batch)
     cal = circuit.calibration
 
@@ -327,13 +334,14 @@ def _ablation_deltas(model, baseline, circuit: Circuit, batch, flats: list[int],
 def _group_diffs(model, masked: _RowMasked, keep: torch.Tensor, resid: torch.Tensor, layer: int,
                  group: list[int], sub) -> torch.Tensor:
     """Answer differences (R, C) of the circuit (row 0) and of the circuit less each node of
-    ``group`` (rows 1..), run from block ``layer``'s input ``resid`` (C, T, D) in one forward."""
+    ``group`` (rows 1..), run from block ``layer``'s input ``resid`` (C, T, D) in one forward
+    of ``model`` (the masked model's or a lane's copy of it)."""
     R, C = len(group) + 1, len(sub)
     masks = keep[None].repeat(R, 1)  # (R, n); row group 0 is the circuit itself
     masks[torch.arange(1, R), torch.tensor(group)] = False
-    with model.hooks(masked.hooks(masks)):
+    with model.hooks(masked.hooks(masks)):  # node masks: the same at every position
         last = model(resid.repeat(R, 1, 1), start_at_layer=layer, tokens=sub.tokens.repeat(R, 1),
-                     last_pos=sub.last_pos.repeat(R))  # (R*C, V)
+                     last_pos=sub.last_pos.repeat(R), last_only=True)  # (R*C, V)
     return answer_diff(last.view(R, C, -1), sub).float().cpu()  # (R, C)
 
 
@@ -407,7 +415,8 @@ def compute_details(run, circuit: Circuit | dict, n_snippets: int = 8, n_windows
     bar = tqdm(total=2 + (len(flats) if batch is not None else 0), desc=f"details {circuit.task}",
                disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:
-        with kernel_sites(run.model):  # AbsTopK by the C kernel: the same activations, faster
+        # AbsTopK by the C kernel (the same activations, faster), the ablations side by side in lanes
+        with kernel_sites(run.model), spread(run.model, default_lanes(0)):
             if flats:  # 1. one pass over the validation sample
                 if windows is None:
                     from ..circuits.masking import val_tokens

@@ -74,7 +74,7 @@ def attribution_candidate(ctx: _Context, s: PruneSettings) -> dict:
     ctx.timings["optimise"] += time.perf_counter() - tick
     tick = time.perf_counter()
     order = attribution_order(ctx.nodes, scores, s.tie_qk)
-    prober = _Prober(ctx.masked, order, ctx.probe, s)
+    prober = _Prober(ctx.masked, order, ctx.probe, s, ctx.order_free)
     k, met = prober.smallest(s.target_loss, 1)  # no open set to start from: double up from 1
     edges = count_edges(ctx.model, ctx.nodes, prober.keep(k))
     ctx.timings["bisect"] += time.perf_counter() - tick

@@ -128,14 +128,19 @@ def spread(model: nn.Module, n: int, threads: int = 0) -> Iterator[Lanes | None]
         lanes.close()
 
 
+def map_model(model: nn.Module, fn: Callable[[nn.Module, T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(model, item) for item in items]``, over ``model``'s lanes when it has some (``fn``
+    then gets a lane's copy, which it may hook and swap modules of as it would the model)."""
+    lanes = lanes_of(model)
+    if lanes is None or len(items) < 2:
+        return [fn(model, item) for item in items]
+    return lanes.map(fn, items)
+
+
 def map_masked(masked: MaskedModel, fn: Callable[[MaskedModel, T], R], items: Sequence[T]) -> list[R]:
     """``[fn(masked, item) for item in items]``, over the lanes of ``masked.model`` when it has
     some (each lane gets ``masked`` over its own copy of the model: ``MaskedModel.on_model``)."""
-    lanes = lanes_of(masked.model)
-    if lanes is None or len(items) < 2:
-        return [fn(masked, item) for item in items]
-
     def on_copy(model: nn.Module, item: T) -> R:
         return fn(masked if model is masked.model else masked.on_model(model), item)
 
-    return lanes.map(on_copy, items)
+    return map_model(masked.model, on_copy, items)

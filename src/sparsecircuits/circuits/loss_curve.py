@@ -66,7 +66,8 @@ def loss_vs_size(ctx: _Context, s: PruneSettings, best: dict) -> dict[str, list[
     if own == "learned":
         with _frozen(ctx.model):
             scores = attribution_scores(ctx.masked, ctx.probe, s.eval_batch)  # (n,)
-        prober = _Prober(ctx.masked, attribution_order(ctx.nodes, scores, s.tie_qk), ctx.probe, s)
+        prober = _Prober(ctx.masked, attribution_order(ctx.nodes, scores, s.tie_qk), ctx.probe, s,
+                         ctx.order_free)
         curves["attribution"] = order_curve(ctx, s, prober, sizes)
     return curves
 

@@ -256,19 +256,21 @@ def ablate_only(nodes: NodeSet, names) -> torch.Tensor:
 def compute_node_means(model: nn.Module, windows: torch.Tensor, nodes: NodeSet | None = None,
                        batch_size: int = 32) -> torch.Tensor:
     """Mean activation of every node over all positions of ``windows`` (N, T) -> (n,)."""
+    from .lanes import map_model
+
     nodes = nodes or NodeSet.from_model(model)
     device = next(model.parameters()).device
-    sums = torch.zeros(nodes.n, dtype=torch.float64)
-    count = 0
     hooks = [s.hook for s in nodes.sites]
-    for start in range(0, windows.shape[0], batch_size):
+
+    def chunk_sums(lane_model: nn.Module, start: int) -> torch.Tensor:
         chunk = windows[start:start + batch_size].to(device)  # (b, T)
-        _, cache = model.run_with_cache(chunk, names_filter=hooks)
-        for s in nodes.sites:
-            act = cache[s.hook].reshape(-1, s.width)  # (b*T, width)
-            sums[s.start:s.stop] += act.double().sum(0).cpu()
-        count += chunk.numel()
-    return (sums / max(count, 1)).float()
+        _, cache = lane_model.run_with_cache(chunk, names_filter=hooks)
+        return torch.cat([cache[s.hook].reshape(-1, s.width).double().sum(0).cpu() for s in nodes.sites])  # (n,)
+
+    sums = torch.zeros(nodes.n, dtype=torch.float64)
+    for part in map_model(model, chunk_sums, range(0, windows.shape[0], batch_size)):  # chunks side by side
+        sums += part  # in chunk order, whatever the lanes
+    return (sums / max(windows.numel(), 1)).float()
 
 
 def val_tokens(run) -> np.ndarray:

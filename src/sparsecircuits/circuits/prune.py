@@ -59,7 +59,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from functools import partial
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Sequence
 
 import torch
@@ -306,13 +306,17 @@ class _Prober:
     (``size``), so every ``K`` it returns is the node count of its circuit.
     """
 
-    def __init__(self, masked: MaskedModel, order: torch.Tensor, batch, s: PruneSettings) -> None:
+    def __init__(self, masked: MaskedModel, order: torch.Tensor, batch, s: PruneSettings,
+                 shared: dict | None = None) -> None:
         self.tie = qk_tie(masked.nodes) if s.tie_qk else None
         if self.tie is not None:
             order = adjacent(order, self.tie)
         self.masked, self.order, self.batch, self.s = masked, order, batch, s
         self.sign = orientation(batch)
         self.cache: dict[int, tuple[float, tuple[float, float]]] = {}
+        # K = 0 and K = n are the same circuits in every ranking: probers of one context
+        # (the k_coef sweep's candidates, the attribution curve) evaluate them once
+        self.shared = shared
 
     def keep(self, k: int) -> torch.Tensor:
         keep = torch.zeros(self.masked.nodes.n, dtype=torch.bool)
@@ -325,10 +329,16 @@ class _Prober:
 
     def loss(self, k: int) -> float:
         k = self.size(k)
+        key = (k, self.s.calibration_steps, self.s.eval_batch)
+        order_free = self.shared is not None and k in (0, self.masked.nodes.n)
+        if k not in self.cache and order_free and key in self.shared:
+            self.cache[k] = self.shared[key]
         if k not in self.cache:
             diff = circuit_diffs(self.masked, self.keep(k), self.batch, self.s.eval_batch)
             a, b = fit_calibration(diff, self.sign, self.s.calibration_steps)
             self.cache[k] = (diff_loss(calibrated_diff(diff, self.sign, a, b)), (a, b))
+            if order_free:
+                self.shared[key] = self.cache[k]
         return self.cache[k][0]
 
     def calibration(self, k: int) -> tuple[float, float]:
@@ -456,6 +466,7 @@ class _Context:
     full_acc: float
     full_train_loss: float
     timings: dict
+    order_free: dict = field(default_factory=dict)  # _Prober's shared K = 0 and K = n evaluations
 
 
 def _prepare(run, task, s: PruneSettings, seed: int, force: bool, name: str | None,
@@ -506,7 +517,7 @@ def _candidates(ctx: _Context, s: PruneSettings, k_coefs: Sequence[float], seed:
     runs = optimise_taus(ctx.masked, ctx.data, k_coefs, s, seed, bar)
     ctx.timings["optimise"] += time.perf_counter() - tick
     tick = time.perf_counter()
-    probers = [_Prober(ctx.masked, torch.argsort(-tau, stable=True), ctx.probe, s) for tau, _ in runs]
+    probers = [_Prober(ctx.masked, torch.argsort(-tau, stable=True), ctx.probe, s, ctx.order_free) for tau, _ in runs]
     opens = [int((tau > 0).sum()) for tau, _ in runs]
     open_fails = [p.loss(p.first_top(n_open)) > s.target_loss for p, n_open in zip(probers, opens)]
     ctx.timings["bisect"] += time.perf_counter() - tick
@@ -547,7 +558,14 @@ def _heldout_diff(ctx: _Context, prober: "_Prober", k: int, s: PruneSettings) ->
     """Calibrated differences (N,) of the top-``k`` circuit on the test items (never used to prune
     it), with the scale and shift fitted on the train items."""
     a, b = prober.calibration(k)
-    diff = circuit_diffs(ctx.masked, prober.keep(k), ctx.data.test, s.eval_batch)
+    k = prober.size(k)
+    key = ("heldout", k, s.eval_batch)
+    if k in (0, ctx.nodes.n) and key in ctx.order_free:  # the same circuit in every ranking
+        diff = ctx.order_free[key]
+    else:
+        diff = circuit_diffs(ctx.masked, prober.keep(k), ctx.data.test, s.eval_batch)
+        if k in (0, ctx.nodes.n):
+            ctx.order_free[key] = diff
     return calibrated_diff(diff, orientation(ctx.data.test), a, b)
 
 
@@ -568,7 +586,7 @@ def empty_candidate(ctx: _Context, s: PruneSettings) -> dict | None:
     evaluation replaces the whole k_coef sweep (30-40 s of the demo's pruning each).
     """
     n = ctx.nodes.n
-    prober = _Prober(ctx.masked, torch.arange(n), ctx.probe, s)  # order unused: K is 0
+    prober = _Prober(ctx.masked, torch.arange(n), ctx.probe, s, ctx.order_free)  # order unused: K is 0
     strictest = min([s.target_loss, *s.size_targets])
     if prober.loss(0) > strictest:
         return None

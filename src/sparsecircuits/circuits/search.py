@@ -449,7 +449,7 @@ def _circuit_for(ctx: _Context, base, trial: dict, seed: int, t0: float) -> Circ
     s = replace(base, k_coefs=[trial["params"]["k_coef"]],
                 **{k: v for k, v in trial["params"].items() if k != "k_coef"})
     tau = trial["tau"]
-    prober = _Prober(ctx.masked, torch.argsort(-tau, stable=True), ctx.probe, s)
+    prober = _Prober(ctx.masked, torch.argsort(-tau, stable=True), ctx.probe, s, ctx.order_free)
     cand = {"k_coef": trial["params"]["k_coef"], "tau": tau, "curve": trial["curve"], "prober": prober,
             "k": trial["n_nodes"], "met": trial["train_met"], "edges": trial["n_edges"],
             "train_loss": prober.loss(trial["n_nodes"]), "n_open": trial["n_open"]}

@@ -9,6 +9,7 @@ import torch
 
 from ...circuits.circuit import Circuit
 from ...circuits.frozen import kernel_sites
+from ...circuits.lanes import default_lanes, spread
 from ...errors import UserError
 from ...io import to_jsonable
 from ...tasks.base import TaskItem
@@ -74,7 +75,7 @@ def run_checks(run, circuit: Circuit, checks: Sequence[str] | None = None, seed:
     bar = tqdm(names, desc=f"check {task_name}", disable=None if progress else True, leave=False,
                dynamic_ncols=True)
     try:
-        with kernel_sites(run.model):
+        with kernel_sites(run.model), spread(run.model, default_lanes(0)):  # masked passes side by side
             for name in bar:
                 bar.set_postfix_str(name, refresh=True)
                 r = fns[name](ctx)

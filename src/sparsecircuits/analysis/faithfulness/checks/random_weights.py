@@ -69,9 +69,10 @@ def _means(run, model: GPT) -> torch.Tensor:
     """The control's own node means over the run's validation windows (not cached: the
     run's cache belongs to its real weights)."""
     from ....circuits.frozen import kernel_sites
+    from ....circuits.lanes import default_lanes, spread
     from ....circuits.masking import compute_node_means, val_tokens, val_windows
 
-    with kernel_sites(model):
+    with kernel_sites(model), spread(model, default_lanes(0)):
         return compute_node_means(model, val_windows(val_tokens(run), 256, model.cfg.block_size))
 
 
