@@ -24,9 +24,9 @@ from ..config import TARGET_LOSS, PruneSettings
 from ..tasks.base import answer_diff, binary_task_loss
 from .circuit import Circuit
 from .graph import count_edges
-from .lanes import map_masked
+from .lanes import map_masked, spread
 from .masking import MaskedModel
-from .prune import _Context, _frozen, _Prober, _prepare, _threads, finish, make_settings
+from .prune import _Context, _frozen, _Prober, _prepare, _threads, finish, lane_count, make_settings
 from .tying import qk_tie, unit_sum
 
 METHODS = ("learned", "attribution")
@@ -95,7 +95,7 @@ def prune_attribution(run, task, target_loss: float = TARGET_LOSS, ablation: str
     steps = overrides.pop("steps", None)
     k_coefs = overrides.pop("k_coefs", None)
     s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
-    with _threads(s.threads):
+    with _threads(s.threads), spread(run.model, lane_count(s), s.threads):
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
         cand = attribution_candidate(ctx, s)
         circuit = finish(ctx, s, [cand], cand, int(seed), t0)

@@ -421,14 +421,14 @@ def prune(run, task, target_loss: float = TARGET_LOSS, ablation: str = "mean", s
         raise UserError(f"unknown pruning method {method!r}; expected learned or attribution")
     t0 = time.perf_counter()
     s = make_settings(target_loss, ablation, steps, k_coefs, n_train, n_test, **overrides)
-    with _threads(s.threads), kernel_sites(run.model), spread(run.model, lanes(s), s.threads):
+    with _threads(s.threads), kernel_sites(run.model), spread(run.model, lane_count(s), s.threads):
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
         circuit = _prune(ctx, s, seed=int(seed), progress=progress, t0=t0)
     circuit.metrics["method"] = "learned"
     return circuit
 
 
-def lanes(s: PruneSettings) -> int:
+def lane_count(s: PruneSettings) -> int:
     """How many lanes (``lanes.py``) a pruning runs: ``s.lanes``, or by default one per torch
     thread it may use (one lane, i.e. none, at ``threads=1``)."""
     return s.lanes if s.lanes > 0 else default_lanes(s.threads)

@@ -45,6 +45,7 @@ from ..config import TARGET_LOSS
 from ..errors import UserError
 from .circuit import Circuit
 from .frozen import kernel_sites
+from .lanes import spread
 from .graph import count_edges
 from .prune import (
     _Context,
@@ -56,6 +57,7 @@ from .prune import (
     empty_circuit,
     finish,
     heldout_loss,
+    lane_count,
     make_settings,
 )
 
@@ -334,6 +336,7 @@ def search(run, task, n_trials: int, *, jobs: int = 1, ray_address: str | None =
     with _threads(s.threads), ExitStack() as kernels:
         if ray_address is None and jobs == 1:  # trials in this process: AbsTopK by the C kernel (same values)
             kernels.enter_context(kernel_sites(run.model))  # (workers get the plain model and do this themselves)
+            kernels.enter_context(spread(run.model, lane_count(s), s.threads))  # chunks side by side, one lane per thread
         ctx = _prepare(run, task, s, seed=int(seed), force=force, name=name, means=means, t0=t0)
         empty = empty_circuit(ctx, s, int(seed), t0)
         if empty is not None:  # nothing smaller to search for
