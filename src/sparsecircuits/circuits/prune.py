@@ -58,8 +58,8 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
