@@ -321,3 +321,60 @@ def test_on_cuda_the_frozen_model_gives_the_plain_logits_and_input_gradients(den
     close(got_logits, want_logits, "logits")
     for name in want:
         close(got[name], want[name], name)
+
+
+def _zero_rows(model: GPT, layer: int, which: str) -> None:
+    """Zero the rows of block ``layer``'s product that feed its q, k or neuron site."""
+    with torch.no_grad():
+        attn, mlp = model.blocks[layer].attn, model.blocks[layer].mlp
+        inner = attn.n_head * attn.d_head
+        if which == "neuron":
+            mlp.c_fc.weight.zero_()
+        else:
+            j = ("q", "k", "v").index(which)
+            attn.c_attn.weight[j * inner:(j + 1) * inner].zero_()
+
+
+def test_a_site_fed_by_zero_weights_is_skipped_with_the_same_logits_and_gradients():
+    model = make(1 / 4)
+    _zero_rows(model, 0, "q")
+    _zero_rows(model, 0, "k")
+    _zero_rows(model, 1, "neuron")
+    frozen = copy.deepcopy(model)
+    plan = sl.freeze_sparse(frozen, tokens(), products=False)
+    paths = {s["name"]: s["path"] for s in plan.sites}
+    identity = {n for n, p in paths.items() if p == "identity"}
+    assert identity == {"blocks.0.attn.sparse_q", "blocks.0.attn.sparse_k", "blocks.1.mlp.sparse_neuron"}
+    assert "identity" in plan.table()
+    toks = tokens()
+    want_logits, want = logits_and_grads(model, toks)
+    got_logits, got = logits_and_grads(frozen, toks)
+    assert torch.equal(got_logits, want_logits)
+    for name in want:  # zeros pass the same gradient either way: it meets only zero weights
+        close(got[name], want[name], name)
+    with torch.no_grad():
+        frozen.blocks[0].attn.c_attn.weight[0, 0] = 1.0  # a changed weight is refused, not ignored
+    with pytest.raises(RuntimeError, match="changed in place"):
+        frozen(toks)
+
+
+def test_a_bias_or_a_live_row_keeps_the_site_timed():
+    model = make(1 / 4, bias=True)
+    _zero_rows(model, 0, "q")  # the bias still feeds q: not zero input
+    with torch.no_grad():
+        model.blocks[0].attn.c_attn.bias.normal_()
+        model.blocks[1].attn.c_attn.weight[:16].zero_()  # half of q's rows only
+    plan = sl.freeze_sparse(model, tokens(), products=False)
+    assert all(s["path"] != "identity" for s in plan.sites)
+
+
+def test_a_copy_of_a_frozen_model_runs_and_a_stale_one_is_refused():
+    model = make(1 / 16)
+    _zero_rows(model, 0, "q")
+    sl.freeze_sparse(model, tokens())  # products and sites
+    clone = sl.copy_model(model)
+    with torch.no_grad():
+        assert torch.equal(clone(tokens()), model(tokens()))  # the copy's weights start at version 0
+        model.blocks[1].mlp.c_fc.weight.mul_(1.0)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        sl.copy_model(model)

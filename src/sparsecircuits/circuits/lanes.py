@@ -19,7 +19,6 @@ combines them in one fixed order (with one lane the chunks simply run in turn).
 """
 from __future__ import annotations
 
-import copy
 import queue
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +87,9 @@ class Lanes:
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` whose weights need no gradient (lanes only run fixed weights)."""
-    clone = copy.deepcopy(model)
+    from ..model.sparse_linear import copy_model
+
+    clone = copy_model(model)  # a frozen model's copy keeps its frozen modules valid
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone

@@ -41,6 +41,7 @@ exactly the entries the plain model keeps.
 """
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from contextlib import contextmanager
@@ -210,14 +211,28 @@ class FrozenAbsTopK(nn.Module):
     Two choices, each timed: ``path`` where a gradient flows back through the site (the
     kept set must then be the model's own, ties at zero included) and ``no_grad_path``
     where none does (only the values count, so rows tied at zero need no redoing).
+
+    A third, untimed: ``"identity"`` for a site whose input is zero whatever the tokens,
+    because its rows of the product feeding it are all zero with no bias
+    (``_zero_input``): the q and k of a model whose attention learned no pattern.  Every
+    row is then tied at zero, which the gradient path would redo by torch.topk on every
+    call; but AbsTopK of zeros is those zeros, and whichever of them it keeps, the
+    gradient they pass back meets only zero weights.  So the site is skipped, with the
+    same values and input gradients (up to the sign of a zero).
     """
 
     def __init__(self, site: SiteSparsity) -> None:
         super().__init__()
         self.k, self.width = site.k, site.width
         self.path = self.no_grad_path = "torch"
+        self._zero_weight: tuple[torch.Tensor, int] | None = None  # the zero rows' weight and its version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._zero_weight is not None:
+            weight, version = self._zero_weight
+            if weight._version != version:
+                raise RuntimeError("a weight of a frozen model changed in place; thaw(model) and freeze again")
+            return x
         grad = torch.is_grad_enabled() and x.requires_grad
         if (self.path if grad else self.no_grad_path) != "kernel" or self.k >= x.shape[-1]:
             return abstopk(x, self.k)
@@ -252,8 +267,9 @@ class SparsePlan:
                          f"{p['forward']:>10} {fw['dense'] / fw[p['forward']]:>6.2f} "
                          f"{p['backward']:>10} {bw['dense'] / bw[p['backward']]:>6.2f}")
         for s in self.sites:
+            ms = s["ms"]  # empty where nothing was timed (no kernel, or an "identity" site)
             line = (f"{s['name']:<26} {s['width']:>11} {'k=' + str(s['k']):>8} {s['path']:>10} "
-                    f"{s['ms']['torch'] / s['ms'][s['path']]:>6.2f}")
+                    + (f"{ms['torch'] / ms[s['path']]:>6.2f}" if s["path"] in ms and "torch" in ms else f"{'':>6}"))
             if s.get("no_grad_ms"):  # the choice where no gradient flows, in the backward columns
                 ng = s["no_grad_path"]
                 line += f" {ng + ' (no grad)':>10} {s['no_grad_ms']['torch'] / s['no_grad_ms'][ng]:>6.2f}"
@@ -363,6 +379,32 @@ def _calibrate(model: nn.Module, tokens: torch.Tensor) -> tuple[dict, dict]:
     return linear_io, site_in
 
 
+def _zero_input(model: nn.Module, name: str) -> torch.Tensor | None:
+    """The weight feeding AbsTopK site ``name`` when its rows there are all zero and it has
+    no bias (nor a nonzero bias there): the site's input is then zero for any tokens.  Only
+    q, k, v (``c_attn``) and MLP neurons (``c_fc``, through an activation with act(0) = 0)
+    have such a product; None for every other site."""
+    from .gpt import MLP, Attention
+
+    parent, attr = _parent(model, name)
+    if isinstance(parent, Attention) and attr in ("sparse_q", "sparse_k", "sparse_v"):
+        linear = parent.c_attn
+        inner = parent.n_head * parent.d_head
+        j = ("sparse_q", "sparse_k", "sparse_v").index(attr)
+        rows = slice(j * inner, (j + 1) * inner)
+    elif isinstance(parent, MLP) and attr == "sparse_neuron":
+        linear, rows = parent.c_fc, slice(None)
+        if float(parent.act(torch.zeros(1, dtype=linear.weight.dtype, device=linear.weight.device))) != 0.0:
+            return None
+    else:
+        return None
+    if not isinstance(linear, nn.Linear) or bool(linear.weight[rows].any()):
+        return None
+    if linear.bias is not None and bool(linear.bias[rows].any()):
+        return None
+    return linear.weight
+
+
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     parent, _, attr = name.rpartition(".")
     return (model.get_submodule(parent) if parent else model), attr
@@ -434,7 +476,11 @@ def freeze_sparse(model: nn.Module, sample: torch.Tensor | None = None, *, repea
                 x = site_in[name]
                 ms: dict[str, float] = {}
                 no_grad_ms: dict[str, float] = {}
-                if x.device.type == "cpu" and x.dtype == torch.float32 and have_native:
+                zero_weight = _zero_input(model, name) if force is None else None
+                if zero_weight is not None:
+                    fa._zero_weight = (zero_weight, zero_weight._version)
+                    fa.path = fa.no_grad_path = "identity"
+                elif x.device.type == "cpu" and x.dtype == torch.float32 and have_native:
                     ref, reps = abstopk(x, fa.k), max(repeats, SITE_REPEATS)
                     ms = _fastest({"torch": lambda: abstopk(x, fa.k), "kernel": lambda: native_abstopk(x, fa.k)[0]},
                                   ref, reps, {}, "torch")
@@ -456,6 +502,27 @@ def freeze_sparse(model: nn.Module, sample: torch.Tensor | None = None, *, repea
         p.requires_grad_(False)
     model._sparse_frozen = _Frozen(plan, swaps, grad_flags)
     return plan
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``, frozen or not, whose frozen modules stay valid.
+
+    The frozen modules raise once a weight's version moves past the one seen at freezing,
+    but a copied tensor starts again at version 0 (``circuits/lanes.py`` copies frozen
+    models), so the copy's frozen modules take its own weights' versions; a model whose
+    weights changed in place since freezing is refused, as its forward would refuse."""
+    frozen = [m for m in model.modules() if isinstance(m, (FrozenLinear, FrozenAbsTopK))]
+    for m in frozen:
+        weight, version = (m.weight, m._version) if isinstance(m, FrozenLinear) else (m._zero_weight or (None, None))
+        if weight is not None and weight._version != version:
+            raise RuntimeError("a weight of a frozen model changed in place; thaw(model) and freeze again")
+    clone = copy.deepcopy(model)
+    for m in clone.modules():
+        if isinstance(m, FrozenLinear):
+            m._version = m.weight._version
+        elif isinstance(m, FrozenAbsTopK) and m._zero_weight is not None:
+            m._zero_weight = (m._zero_weight[0], m._zero_weight[0]._version)
+    return clone
 
 
 def frozen_plan(model: nn.Module) -> SparsePlan | None:
