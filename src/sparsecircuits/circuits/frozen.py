@@ -4,7 +4,9 @@ A masked forward pass of a small model spends a third to a half of its time in A
 (``torch.topk``, then a scatter and a multiply, per site).  ``freeze_sparse`` can run
 each site by a radix-select kernel instead, where it measured faster, keeping exactly the
 entries the model's own op keeps; so logits, losses and mask gradients are the same to
-the bit, and a circuit does not depend on which path was timed faster on the day.  The
+the bit, and a circuit does not depend on which path was timed faster on the day.  A site
+whose feeding weight rows are all zero (the demo model's q and k) is skipped outright:
+its input is zeros, and so is what AbsTopK makes of them (``FrozenAbsTopK``).  The
 weight products are left to BLAS here: their sparse paths pay little at these widths
 under a mean-ablation mask (the ablated inputs are dense) and would make results depend
 on that timing at the rounding level.
