@@ -45,6 +45,7 @@ from ..rundir import CIRCUIT
 from ..sites import SITE_KINDS
 from ..tasks.base import answer_diff, flat_examples, score_diffs
 from .graph import build_graph
+from .lanes import map_masked
 from .masking import MaskedModel, Resample, ablation_baseline
 from .nodes import NodeSet
 
@@ -98,8 +99,6 @@ def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> 
 @torch.no_grad()
 def circuit_diffs(masked: MaskedModel, mask: torch.Tensor | None, batch, batch_size: int = 256) -> torch.Tensor:
     """Correct-minus-incorrect answer logit differences (N,) under a mask (None = full model)."""
-    from .lanes import map_masked
-
     device = next(masked.model.parameters()).device
 
     def chunk_diffs(mm: MaskedModel, start: int) -> torch.Tensor:
