@@ -4,8 +4,9 @@
 Prints one JSON object: ``seconds`` (the whole ``prune`` call), ``steps`` (optimisation
 steps in total over the k_coef sweep), ``nodes``, ``edges``, ``circuit_loss`` (test items,
 calibrated), ``full_accuracy``, plus ``means_cached`` (whether node means were already on
-disk), ``threads`` (torch's thread count), ``cpu_seconds`` (process CPU time, a check on
-``seconds`` when the machine is shared) and ``timings`` (the circuit's own split of its time).
+disk), ``threads`` (torch's thread count), ``lanes`` (as asked; 0: one per thread),
+``cpu_seconds`` (process CPU time, a check on ``seconds`` when the machine is shared) and
+``timings`` (the circuit's own split of its time).
 
 With ``--compare REV`` the same measurement runs ``--repeats`` times on this tree's library
 and on revision REV's, alternately (``compare.py``), and the object holds both sides (the
@@ -14,6 +15,7 @@ the load average (other jobs on the machine).
 
     python benchmarks/prune_time.py [RUN_DIR] [--task single_double_quote] [--fresh-means]
     python benchmarks/prune_time.py RUN_DIR --task while_return_true --compare HEAD~3 --repeats 2
+    python benchmarks/prune_time.py RUN_DIR --task var_if --threads 2 --lanes 1   # two intra-op threads, no lanes
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ def main() -> None:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's own)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lanes", type=int, default=0,
+                    help="lanes (circuits/lanes.py; default: one per thread); 1 runs the chunks in turn")
     ap.add_argument("--compare", metavar="REV", help="also time revision REV's library, alternately")
     ap.add_argument("--repeats", type=int, default=1, help="rounds of the comparison")
     args = ap.parse_args()
@@ -54,7 +58,8 @@ def main() -> None:
     load_s = time.perf_counter() - t_load
     t0 = time.perf_counter()
     c0 = time.process_time()
-    c = prune(run, args.task, ablation=args.ablation, force=args.force, progress=False, threads=args.threads,
+    lanes = {"lanes": args.lanes} if args.lanes else {}  # (revisions before lanes lack the setting)
+    c = prune(run, args.task, ablation=args.ablation, force=args.force, progress=False, threads=args.threads, **lanes,
               seed=args.seed)
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
@@ -73,6 +78,7 @@ def main() -> None:
         "k_coef": c.settings.get("k_coef"),
         "means_cached": cached,
         "threads": args.threads or torch.get_num_threads(),
+        "lanes": c.settings.get("lanes"),  # 0: one per thread; None: a revision before lanes
         "timings": m.get("timings"),
         "node_ids": c.node_ids,
     }))
@@ -84,6 +90,7 @@ def compare(args) -> None:
 
     old_src = source_tree(args.compare)
     child = [args.run_dir, "--task", args.task, "--ablation", args.ablation, "--threads", str(args.threads),
+             *(["--lanes", str(args.lanes)] if args.lanes else []),
              "--seed", str(args.seed)] + (["--force"] if args.force else [])
     load = [load_average()]
     runs: dict[str, list[dict]] = {"before": [], "after": []}
