@@ -33,7 +33,10 @@ from .masking import MaskedModel
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_LANES = 4  # beyond this the Python between ops (hooks, modules) holds the GIL too often
+# A cap by judgement, not measurement (only two cores were at hand): every lane also runs
+# the Python between its ops (hooks, modules) under the GIL, so many lanes would queue on it;
+# past the cap, the threads are shared out among the lanes instead (``spread``).
+MAX_LANES = 4
 
 _ACTIVE: "weakref.WeakKeyDictionary[nn.Module, Lanes]" = weakref.WeakKeyDictionary()
 
