@@ -17,16 +17,16 @@ masks gain over it (the paper reports far smaller circuits) is what the optimisa
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import torch
 
 from ..config import TARGET_LOSS, PruneSettings
-from ..tasks.base import answer_diff, binary_task_loss
 from .circuit import Circuit
 from .graph import count_edges
 from .lanes import map_masked, spread
 from .masking import MaskedModel
-from .prune import _Context, _frozen, _Prober, _prepare, _threads, finish, lane_count, make_settings
+from .prune import _Context, _frozen, _Prober, _prepare, _threads, bucket_loss, finish, lane_count, make_settings
 from .tying import qk_tie, unit_sum
 
 METHODS = ("learned", "attribution")
@@ -41,19 +41,11 @@ def attribution_scores(masked: MaskedModel, batch, batch_size: int = 64) -> torc
     n = masked.nodes.n
     device = next(masked.model.parameters()).device
     total = len(batch)
-
-    def chunk_grad(mm: MaskedModel, start: int) -> torch.Tensor:
-        chunk = batch.select(slice(start, start + batch_size)).to(device)
-        m = torch.ones(n, requires_grad=True)
-        last = mm(chunk.tokens, m, last_pos=chunk.last_pos)  # (b, V)
-        loss = binary_task_loss(answer_diff(last, chunk)) * (len(chunk) / total)
-        (grad,) = torch.autograd.grad(loss, m, allow_unused=True)
-        return torch.zeros(n) if grad is None else grad  # (n,)
-
-    with torch.enable_grad():
-        grads = map_masked(masked, chunk_grad, range(0, total, batch_size))  # chunks side by side
+    chunks = list(torch.arange(total).split(batch_size))
+    shares = map_masked(masked, partial(bucket_loss, batch=batch, mask=torch.ones(n), n_rows=total, device=device),
+                        chunks)  # chunks side by side: (loss share, its gradient (n,)) each
     out = torch.zeros(n)
-    for g in grads:  # in chunk order: the sum does not depend on the lanes
+    for _, g in shares:  # in chunk order: the sum does not depend on the lanes
         out += g
     return out
 

@@ -58,10 +58,6 @@ class Lanes:
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="lane", initializer=torch.set_num_threads,
                                         initargs=(max(1, threads),))
 
-    @property
-    def n(self) -> int:
-        return len(self.models)
-
     def map(self, fn: Callable[[nn.Module, T], R], items: Sequence[T]) -> list[R]:
         """``[fn(model_copy, item) for item in items]``, the items spread over the lanes.
 

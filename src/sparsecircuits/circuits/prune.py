@@ -249,7 +249,7 @@ def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float]
         else:
             mask = m
         parts = [part for part in idx.tensor_split(s.length_buckets) if part.numel()]
-        shares = map_masked(masked, partial(_bucket_loss, data=data, mask=mask.detach(), n_rows=idx.numel(),
+        shares = map_masked(masked, partial(bucket_loss, batch=data.train, mask=mask.detach(), n_rows=idx.numel(),
                                             device=device), parts)  # per bucket: (loss share, its mask gradient)
         task = torch.stack([share for share, _ in shares]).sum(0)  # (1,) or (R,): each run's task loss
         grad = torch.stack([g for _, g in shares]).sum(0)  # like mask: summed in bucket order, whatever the lanes
@@ -277,19 +277,19 @@ def optimise_taus(masked: MaskedModel, data: _TaskData, k_coefs: Sequence[float]
     return [(tau.detach()[tie], curve) for tau, curve in zip(taus, curves)]
 
 
-def _bucket_loss(masked: MaskedModel, part: torch.Tensor, data: _TaskData, mask: torch.Tensor, n_rows: int,
-                 device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One length bucket of an optimisation step: its share of each run's task loss, (1,) or
-    (R,), and that share's gradient with respect to ``mask`` (the mask's shape).
+def bucket_loss(masked: MaskedModel, part: torch.Tensor, batch, mask: torch.Tensor, n_rows: int,
+                device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows ``part`` of ``batch`` (one length bucket of an optimisation step, a chunk of
+    attribution's items): their share of each run's task loss, (1,) or (R,), and that
+    share's gradient with respect to ``mask`` (the mask's shape).
 
-    ``binary_task_loss`` is a mean over prompts, so a bucket of ``b`` of the step's
-    ``n_rows`` prompts contributes its own mean times ``b / n_rows``, and the step's loss
-    and gradient are the sums over buckets.  Each bucket differentiates to a leaf of its
-    own, so buckets can run in separate lanes (``lanes.py``) and the sums are taken in one
-    fixed order by the caller.
+    ``binary_task_loss`` is a mean over prompts, so ``b`` of the ``n_rows`` prompts
+    contribute their own mean times ``b / n_rows``, and the whole loss and gradient are
+    the sums over parts.  Each part differentiates to a leaf of its own, so parts can run
+    in separate lanes (``lanes.py``) and the sums are taken in one fixed order by the caller.
     """
     leaf = mask.detach().requires_grad_(True)
-    batch = data.train.select(part).to(device)
+    batch = batch.select(part).to(device)
     with torch.enable_grad():
         last = masked(batch.tokens, leaf, last_pos=batch.last_pos)  # (b, V) or (R, b, V)
         diff = answer_diff(last, batch).view(-1, part.numel())  # (1, b) or (R, b)
