@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import ABLATIONS
 from ..errors import UserError
+from ..model.gpt import GPT  # only a GPT takes last_only
 from ..rundir import RunDir
 from .nodes import NodeSet
 from .skip import skippable, skipping
@@ -208,7 +209,7 @@ class MaskedModel(nn.Module):
             swaps = skippable(self.model, self.nodes, mask if mask.dim() == 1 else mask.any(0))
         # the mask hooks do not depend on position, so the last block may run at last_pos only;
         # resample ablation's sources are per position
-        trim = {"last_only": True} if sources is None and self._trims() else {}
+        trim = {"last_only": True} if sources is None and isinstance(self.model, GPT) else {}
         if mask is None or mask.dim() == 1:
             with skipping(swaps):
                 return self.model.run_with_hooks(tokens, fwd_hooks=hooks, last_pos=last_pos, **trim)
@@ -218,12 +219,6 @@ class MaskedModel(nn.Module):
         with skipping(swaps):
             out = self.model.run_with_hooks(rows, fwd_hooks=hooks, last_pos=last, **trim)
         return out.view(R, B, *out.shape[1:])
-
-    def _trims(self) -> bool:
-        """Whether the model takes ``last_only`` (a ``GPT``; other modules may not)."""
-        from ..model.gpt import GPT
-
-        return isinstance(self.model, GPT)
 
     def fixed(self, keep: torch.Tensor) -> "FixedMask":
         """A ``tokens -> logits`` module with this keep vector, for ``evaluate_task``."""
